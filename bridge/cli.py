@@ -1,0 +1,129 @@
+"""The ``bridge`` command: argparse subcommands, thin; each one's logic lives in its own module.
+
+A subcommand's implementation is ``main(args) -> int`` in the module named in ``COMMANDS``.
+Errors derived from :class:`bridge.errors.BridgeError` print as one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from bridge import __version__
+from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, EMULATOR_HOST, EMULATOR_PORT, load_env
+from bridge.errors import BridgeError
+
+COMMANDS = {
+    "run": ("bridge.app.run", "issue #3"),
+    "devices": ("bridge.app.devices", "issue #3"),
+    "emulate": ("bridge.emulator.cli", "issue #2"),
+    "serve": ("bridge.server.cli", "issue #5"),
+    "bench": ("bridge.bench.cli", "issue #6"),
+}
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="talk to the model through the local microphone and speaker")
+    p.add_argument("--transport", choices=["webrtc", "ws"], default="webrtc")
+    p.add_argument("--input", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null")
+    p.add_argument("--output", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null")
+    p.add_argument("--transcript", default=None, metavar="PATH", help="JSONL transcript (default transcripts/)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="end cleanly after this long")
+    p.add_argument("--model", default=None, help=f"model (default {DEFAULT_MODEL})")
+    p.add_argument("--voice", default=None, help=f"voice (default {DEFAULT_VOICE})")
+    p.add_argument("--instructions", default=None, metavar="TEXT|@FILE")
+    p.add_argument("--api-base", default=None, metavar="URL", help="like OPENAI_BASE_URL")
+    p.add_argument("--token-url", default=None, metavar="URL", help="mint ephemeral keys at this token server")
+    p.add_argument("--token-secret", default=None, help="shared secret for --token-url (or BRIDGE_TOKEN_SECRET)")
+    p.add_argument("--offline", action="store_true", help="use the built-in emulator even if a key is set")
+    p.add_argument("--agents", default=None, metavar="FILE", help="agents file (TOML)")
+    p.add_argument("--ptt", action="store_true", help="push-to-talk (WS): a key starts and ends your turn")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def _add_emulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emulate", help="run the offline Realtime API emulator")
+    p.add_argument("--host", default=EMULATOR_HOST)
+    p.add_argument("--port", type=int, default=EMULATOR_PORT)
+    p.add_argument(
+        "--behaviour", default="tone", metavar="NAME", help="echo | tone | speech | script:FILE (default tone)"
+    )
+    p.add_argument("--speed", type=float, default=4.0, help="WS audio delta generation speed vs real time")
+    p.add_argument("--think-ms", type=int, default=300, help="delay before a reply starts")
+    p.add_argument("--reply-seconds", type=float, default=2.0, help="length of tone replies")
+    p.add_argument("--log", default=None, metavar="PATH", help="JSONL log of every event sent and received")
+    p.add_argument(
+        "--api-keys", default=None, help="comma-separated valid API keys (default: any key of the sk-... form)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="token server + browser client")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-base", default=None, metavar="URL")
+    p.add_argument("--offline", action="store_true")
+    p.add_argument("--access-token", default=None, help="require this bearer token to mint (or BRIDGE_ACCESS_TOKEN)")
+    p.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN")
+    p.add_argument("--key-ttl", type=int, default=60, metavar="SECONDS", help="ephemeral key lifetime")
+    p.add_argument("--model", default=None)
+    p.add_argument("--voice", default=None)
+    p.add_argument("--instructions", default=None, metavar="TEXT|@FILE")
+    p.add_argument("--agents", default=None, metavar="FILE")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency lab: WebRTC vs WebSocket under network impairment")
+    p.add_argument("--transports", default="webrtc,ws")
+    p.add_argument("--profiles", default="clean")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--out", default="out/bench", metavar="DIR")
+    p.add_argument("--live", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    sub.add_parser("devices", help="list audio input and output devices")
+    _add_emulate(sub)
+    _add_serve(sub)
+    _add_bench(sub)
+    return parser
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    load_env()
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0))
+    module_name, where = COMMANDS[args.command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"bridge {args.command}: not built yet ({where})", file=sys.stderr)
+        return 2
+    try:
+        return int(module.main(args) or 0)
+    except BridgeError as exc:
+        print(f"bridge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
