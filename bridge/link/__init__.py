@@ -1,0 +1,1 @@
+"""The connection to the model, one interface (:class:`RealtimeLink`), two transports: webrtc and ws."""
