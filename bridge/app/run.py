@@ -1,0 +1,205 @@
+"""``bridge run``: wire devices, a link and the runtime together, and tear it all down cleanly.
+
+Order of operations (each step fails with one clear line): credentials -> (offline: start the built-in
+emulator) -> open audio devices -> transcript -> connect (timed) -> run until the link closes, Ctrl-C or
+``--duration`` -> hang up, close the peer, finish the transcript. Ctrl-C and ``--duration`` exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, read_text_arg
+from bridge.link import http as rest
+from bridge.link.base import RealtimeLink
+from bridge.link.webrtc import WebRTCLink
+from bridge.link.ws import WebSocketLink
+from bridge.media import open_sink, open_source
+from bridge.media.base import AudioSource
+from bridge.media.playout import PlayoutBuffer
+from bridge.media.track import MicTrack
+from bridge.session import PrintConsole, Runtime
+from bridge.transcript import TranscriptWriter, default_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
+WEBRTC_PLAYOUT_TARGET_MS = 20  # about one frame: the receive path already absorbs jitter
+
+
+def session_config(model: str, voice: str, instructions: str | None) -> dict[str, Any]:
+    """The GA session we ask for (PROTOCOL.md 1.1). Audio formats are left alone: WebRTC negotiates Opus."""
+    return {
+        "type": "realtime",
+        "model": model,
+        "instructions": instructions or DEFAULT_INSTRUCTIONS,
+        "audio": {
+            "input": {
+                "transcription": {"model": "gpt-4o-mini-transcribe"},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.5,
+                    "prefix_padding_ms": 300,
+                    "silence_duration_ms": 500,
+                    "create_response": True,
+                    "interrupt_response": True,
+                },
+            },
+            "output": {"voice": voice},
+        },
+    }
+
+
+class TimedSource:
+    """Wraps the mic so the runtime learns when the first frame left (the server timeline's origin)."""
+
+    def __init__(self, source: AudioSource, on_frame: Any) -> None:
+        self._source = source
+        self._on_frame = on_frame
+
+    @property
+    def dropped(self) -> int:
+        return self._source.dropped
+
+    async def start(self) -> None:
+        await self._source.start()
+
+    async def read(self) -> np.ndarray:
+        frame = await self._source.read()
+        self._on_frame()
+        return frame
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
+
+
+async def _offline_credentials(stack: AsyncExitStack) -> Credentials:
+    from bridge.app.offline import start_emulator
+
+    base_url, api_key = await stack.enter_async_context(start_emulator())
+    print(f"bridge: no OPENAI_API_KEY: using the built-in emulator at {base_url} (offline)", flush=True)
+    return Credentials(api_key=api_key, api_base=base_url)
+
+
+async def _link(
+    args: argparse.Namespace,
+    creds: Credentials,
+    http: aiohttp.ClientSession,
+    session: dict[str, Any],
+    source: TimedSource,
+    runtime_box: list[Runtime],
+) -> RealtimeLink:
+    def on_audio(frame: np.ndarray) -> None:
+        runtime_box[0].on_remote_audio(frame)
+
+    if args.transport == "ws":
+        if creds.token_url or not creds.api_key:
+            key = (await rest.mint_key(http, creds, session)).value
+        else:
+            key = creds.api_key
+        return WebSocketLink(http, creds.api_base, session["model"], key, source)
+    ek = await rest.mint_key(http, creds, session)
+    return WebRTCLink(
+        http,
+        creds.api_base,
+        ek.value,
+        MicTrack(source),
+        on_audio,
+        calls_url=ek.calls_url,
+        hangup_key=creds.api_key or ek.value,
+    )
+
+
+async def amain(args: argparse.Namespace) -> int:
+    creds = credentials(args.api_base, args.token_url, args.token_secret)
+    model = args.model or DEFAULT_MODEL
+    voice = args.voice or DEFAULT_VOICE
+    session = session_config(model, voice, read_text_arg(args.instructions))
+    transcript = TranscriptWriter(Path(args.transcript) if args.transcript else default_path())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        if args.offline or creds.offline:
+            from bridge.rtc.loopback import loopback_candidates
+
+            stack.enter_context(loopback_candidates())
+            creds = await _offline_credentials(stack)
+        runtime_box: list[Runtime] = []
+        raw_source = open_source(args.input)
+        sink = open_sink(args.output)
+        source = TimedSource(raw_source, lambda: runtime_box[0].on_mic_frame_sent())
+        target = WEBRTC_PLAYOUT_TARGET_MS if args.transport == "webrtc" else None
+        playout = PlayoutBuffer(target_ms=target)
+
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        link = await _link(args, creds, http, session, source, runtime_box)
+        runtime = Runtime(link, playout, transcript, PrintConsole())
+        runtime_box.append(runtime)
+
+        transcript.open()
+        stack.callback(transcript.close)
+        await source.start()
+        stack.push_async_callback(source.aclose)
+        await sink.start(playout.pull)
+        stack.push_async_callback(sink.aclose)
+        playout.set_output_latency(sink.output_latency)
+
+        stack.push_async_callback(link.aclose)
+        timings = await link.connect()
+        log.info("connected in %.0f ms: %s", timings.total_ms, timings.steps)
+        if args.transport == "ws" and not creds.token_url:
+            await link.send({"type": "session.update", "session": {k: v for k, v in session.items() if k != "model"}})
+        runtime.session_info.update(
+            connect_ms=timings.steps,
+            input=args.input or "default",
+            output=args.output or "default",
+            **_device_times(raw_source, sink),
+        )
+        pumps = [link.pump_audio()] if isinstance(link, WebSocketLink | WebRTCLink) else []
+        run = asyncio.ensure_future(runtime.run(*pumps))
+        waiters = [run, asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waiters:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        if run.done() and not run.cancelled() and run.exception() is not None:
+            raise run.exception()  # type: ignore[misc]
+        if runtime.closed.is_set() and not stop.is_set():
+            print("bridge: the server closed the session", file=sys.stderr)
+    return 0
+
+
+def _device_times(source: Any, sink: Any) -> dict[str, float]:
+    """Wall-clock time of each .wav file's first sample, to line recordings up with server logs."""
+    out: dict[str, float] = {}
+    for name, dev in (("input_start_unix", source), ("output_start_unix", sink)):
+        value = getattr(dev, "start_unix", None)
+        if value:
+            out[name] = round(float(value), 6)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    code = asyncio.run(amain(args))
+    log.info("bridge run finished after %.1f s", time.perf_counter() - t0)
+    return code

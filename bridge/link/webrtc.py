@@ -1,0 +1,146 @@
+"""WebRTC transport: an aiortc peer with the ``oai-events`` data channel and one audio track each way.
+
+Connection (PROTOCOL.md 2.1, 2.3): ephemeral key -> ``RTCPeerConnection(iceServers=[])`` -> data channel
+``oai-events`` and the mic track BEFORE the offer -> ``POST /realtime/calls`` (``application/sdp``) -> call id
+from ``Location`` -> answer applied -> wait for the data channel to open. Every step is timed.
+
+Downlink audio bypasses aiortc's jitter buffer and decoder thread: :class:`bridge.rtc.AudioReceiver`
+hands 20 ms frames straight to ``on_audio`` (the session's playout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from bridge.errors import ConnectError
+from bridge.link import http as rest
+from bridge.link.base import ConnectTimings, RealtimeLink
+from bridge.media.track import MicTrack
+from bridge.rtc.receiver import AudioReceiver
+
+log = logging.getLogger(__name__)
+
+OPEN_TIMEOUT_S = 10.0
+EVENT_QUEUE_MAX = 10_000  # server events waiting for the runtime; overflow is a bug, logged and counted
+
+
+class WebRTCLink(RealtimeLink):
+    transport = "webrtc"
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        api_base: str,
+        key: str,
+        mic: MicTrack,
+        on_audio: Callable[[np.ndarray], None],
+        *,
+        calls_url: str | None = None,
+        hangup_key: str | None = None,
+    ) -> None:
+        self._http = http
+        self._api_base = api_base
+        self._calls_url = calls_url or f"{api_base}/realtime/calls"
+        self._key = key
+        self._hangup_key = hangup_key or key
+        self._mic = mic
+        self._on_audio = on_audio
+        self._pc: RTCPeerConnection | None = None
+        self._dc: Any = None
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_QUEUE_MAX)
+        self.receiver: AudioReceiver | None = None
+        self.dropped_events = 0
+        self._closed = False
+
+    async def connect(self) -> ConnectTimings:
+        timings = ConnectTimings()
+        pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        dc = self._dc = pc.createDataChannel("oai-events")
+        opened = asyncio.Event()
+        dc.on("open", opened.set)
+        dc.on("message", self._on_message)
+        dc.on("close", lambda: self._put(None))
+        pc.addTrack(self._mic)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_state)
+
+        await pc.setLocalDescription(await pc.createOffer())
+        timings.mark("offer")
+        answer, self.call_id = await rest.post_sdp(self._http, self._calls_url, self._key, pc.localDescription.sdp)
+        timings.mark("sdp_exchange")
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        timings.mark("answer_applied")
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                await opened.wait()
+        except TimeoutError as exc:
+            raise ConnectError(
+                f"ICE/data channel did not open within {OPEN_TIMEOUT_S:.0f} s (ICE state {pc.iceConnectionState})"
+            ) from exc
+        timings.mark("datachannel_open")
+        return timings
+
+    def _on_track(self, track: Any) -> None:
+        if track.kind != "audio" or self.receiver is not None or self._pc is None:
+            return
+        for transceiver in self._pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                self.receiver = AudioReceiver(self._on_audio)
+                self.receiver.attach(transceiver.receiver)
+                log.info("remote audio attached to the low-latency receive path")
+
+    def _on_state(self) -> None:
+        assert self._pc is not None
+        log.info("peer connection %s", self._pc.connectionState)
+        if self._pc.connectionState in ("failed", "closed"):
+            self._put(None)
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("dropped a malformed data-channel message (%d bytes)", len(message))
+            return
+        if isinstance(event, dict):
+            self._put(event)
+
+    def _put(self, event: dict[str, Any] | None) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+            log.error("server event queue full: dropped %s", (event or {}).get("type"))
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if self._dc is None or self._dc.readyState != "open":
+            raise ConnectError("data channel is not open")
+        self._dc.send(json.dumps(event))
+
+    async def recv(self) -> dict[str, Any] | None:
+        if self._closed and self._events.empty():
+            return None
+        return await self._events.get()
+
+    async def pump_audio(self) -> None:
+        """The mic track is pulled by aiortc's sender; nothing to pump. Returns when the link closes."""
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.call_id:
+            await rest.hangup(self._http, self._api_base, self.call_id, self._hangup_key)
+        if self.receiver is not None:
+            self.receiver.close()
+        if self._pc is not None:
+            await self._pc.close()
+        self._put(None)
