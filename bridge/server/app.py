@@ -1,0 +1,128 @@
+"""The aiohttp app: ``GET /`` serves ``web/``, ``POST /api/client-secret`` mints ephemeral keys.
+
+One shared upstream ``ClientSession`` lives in ``cleanup_ctx``; per-app state hangs off typed
+``web.AppKey``s (no module globals). Every response, errors included, carries the security headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from bridge.server.mint import MintError, mint, public_session
+from bridge.server.security import RateLimiter, guard_mint, json_error, security_headers
+from bridge.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+LIMITER = web.AppKey("limiter", RateLimiter)
+HEADERS = web.AppKey("headers", dict)
+
+# Served file types; anything else under web/ is a 404. `.js` must be a JavaScript MIME type or the
+# browser refuses to run it as a module (and nosniff forbids guessing).
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5)) as http:
+        app[HTTP] = http
+        yield
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API routes answer JSON errors; nothing unexpected leaks a traceback or a secret to the client."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+        code = codes.get(exc.status, "bad_request")
+        return json_error(exc.status, code, exc.reason)
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(request.app[HEADERS])
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
+async def _client_secret(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    refused = guard_mint(request, settings, request.app[LIMITER])
+    if refused is not None:
+        log.info("mint refused for %s: HTTP %d", request.remote, refused.status)
+        return refused
+    await request.read()  # enforces client_max_size for chunked bodies too; the body itself is unused
+    try:
+        minted = await mint(request.app[HTTP], settings)
+    except MintError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    log.info("minted an ephemeral key for %s (ttl %d s)", request.remote, settings.key_ttl)
+    return web.json_response(
+        {
+            "value": minted["value"],
+            "expires_at": minted["expires_at"],
+            "session": public_session(minted["session"]),
+            "calls_url": settings.calls_url,
+        }
+    )
+
+
+async def _config(request: web.Request) -> web.StreamResponse:
+    """What the page needs before it connects (no secrets)."""
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {
+            "access_token_required": settings.access_token is not None,
+            "greeting": settings.greeting,
+            "offline": settings.offline,
+        }
+    )
+
+
+def _static(root: Path) -> Handler:
+    root = root.resolve()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("path") or "index.html"
+        path = (root / name).resolve()
+        mime = MIME_TYPES.get(path.suffix)
+        if mime is None or not path.is_relative_to(root) or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Content-Type": mime, "Cache-Control": "no-cache"})
+
+    return handler
+
+
+def make_app(settings: ServerSettings) -> web.Application:
+    """The token server + page. Does no I/O until the app starts (the upstream session opens then)."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors])
+    app[SETTINGS] = settings
+    app[LIMITER] = RateLimiter(settings.rate_burst, settings.rate_period, settings.rate_max_clients)
+    app[HEADERS] = security_headers(settings)
+    app.cleanup_ctx.append(_http_session)
+    app.on_response_prepare.append(_add_headers)
+    app.router.add_post("/api/client-secret", _client_secret)
+    app.router.add_get("/api/config", _config)
+    static = _static(settings.web_root)
+    app.router.add_get("/", static)
+    app.router.add_get("/{path:(?!api/).+}", static)
+    return app

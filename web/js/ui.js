@@ -1,0 +1,198 @@
+// The page: wires the controls to a RealtimeSession, the event log, the transcript drawer,
+// the error box and the latency readout. Entry module (no inline script anywhere: CSP).
+
+import { EventLog } from "./log.js";
+import { ConnectError, RealtimeSession } from "./rtc.js";
+import { LatencyMeter, STATE_LABELS, errorWords } from "./state.js";
+import { Transcript, renderTranscript } from "./transcript.js";
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  state: $("state"), mic: $("mic"), token: $("token"), tokenField: $("token-field"), greeting: $("greeting"),
+  connect: $("connect"), disconnect: $("disconnect"), mute: $("mute"), latency: $("latency"),
+  errors: $("errors"), errorList: $("error-list"), dismiss: $("dismiss"),
+  say: $("say"), text: $("text"), send: $("send"),
+  log: $("log"), filter: $("filter"), saveLog: $("save-log"), clearLog: $("clear-log"),
+  menu: $("menu"), drawer: $("drawer"), closeDrawer: $("close-drawer"),
+  transcript: $("transcript"), saveTranscript: $("save-transcript"), remote: $("remote"),
+};
+
+const log = new EventLog(ui.log);
+const transcript = new Transcript();
+const latency = new LatencyMeter();
+let session = null;
+let muted = false;
+
+function setState(state, detail) {
+  ui.state.dataset.state = state;
+  ui.state.textContent = detail && state !== "failed" ? `${STATE_LABELS[state]} · ${detail}` : STATE_LABELS[state];
+  const live = state === "live";
+  const busy = state === "connecting" || live;
+  ui.connect.disabled = busy;
+  ui.disconnect.disabled = !busy;
+  ui.mute.disabled = !live;
+  ui.text.disabled = !live;
+  ui.send.disabled = !live;
+  ui.mic.disabled = busy;
+  ui.token.disabled = busy;
+}
+
+function showError(message) {
+  const li = document.createElement("li");
+  li.textContent = message;
+  ui.errorList.append(li);
+  while (ui.errorList.childElementCount > 5) ui.errorList.firstElementChild.remove();
+  ui.errors.hidden = false;
+}
+
+function dismissErrors() {
+  ui.errorList.replaceChildren();
+  ui.errors.hidden = true;
+}
+
+function onEvent(direction, event) {
+  log.add(direction, event);
+  const ms = latency.observe(direction, event);
+  if (ms !== null) ui.latency.textContent = latency.describe();
+  if (direction !== "server") return;
+  if (transcript.apply(event)) renderTranscript(ui.transcript, transcript);
+  if (event.type === "error") showError(errorWords(event));
+}
+
+function onState(state, detail) {
+  log.add("local", { type: `transport.${state}`, state, detail });
+  if (session === null) return;
+  setState(state, detail);
+  if (state === "failed") showError(detail);
+  if (state === "live") {
+    refreshMicrophones();
+    const greeting = ui.greeting.value.trim();
+    if (greeting) sendText(greeting);
+  }
+  if (state === "closed" || state === "failed") {
+    session = null;
+    ui.remote.srcObject = null;
+    setMute(false);
+  }
+}
+
+async function connect() {
+  if (session) return;
+  dismissErrors();
+  log.restart();
+  latency.reset();
+  transcript.clear();
+  renderTranscript(ui.transcript, transcript);
+  const current = new RealtimeSession({
+    onEvent,
+    onState: (state, detail) => { if (session === current) onState(state, detail); },
+    onTrack: (stream) => { ui.remote.srcObject = stream; },
+  });
+  session = current;
+  setState("connecting", "");
+  if (ui.token.value) sessionStorage.setItem("bridge.token", ui.token.value);
+  try {
+    await current.connect({ accessToken: ui.token.value.trim(), deviceId: ui.mic.value });
+  } catch (err) {
+    if (session !== current) return;
+    const message = err instanceof ConnectError ? err.message : `Could not connect: ${err?.message || err}`;
+    current.closed = true;
+    current._release();
+    session = null;
+    setState("failed", message);
+    log.add("local", { type: "transport.failed", state: "failed", detail: message });
+    showError(message);
+  }
+}
+
+function disconnect() {
+  session?.close();
+}
+
+function setMute(value) {
+  muted = value;
+  session?.setMuted(muted);
+  ui.mute.setAttribute("aria-pressed", String(muted));
+  ui.mute.textContent = muted ? "Unmute" : "Mute";
+}
+
+function sendText(text) {
+  if (!session) return;
+  session.send({
+    type: "conversation.item.create",
+    item: { type: "message", role: "user", content: [{ type: "input_text", text }] },
+  });
+  session.send({ type: "response.create" });
+}
+
+async function refreshMicrophones() {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  const chosen = ui.mic.value;
+  const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  const options = [new Option("Default microphone", "")];
+  devices.forEach((d, i) => {
+    if (d.deviceId && d.deviceId !== "default") options.push(new Option(d.label || `Microphone ${i + 1}`, d.deviceId));
+  });
+  ui.mic.replaceChildren(...options);
+  ui.mic.value = options.some((o) => o.value === chosen) ? chosen : "";
+}
+
+function download(name, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: "application/x-ndjson" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+const stamp = () => new Date().toISOString().replace(/[:.]/g, "-");
+
+function toggleDrawer(open) {
+  ui.drawer.hidden = !open;
+  ui.menu.setAttribute("aria-expanded", String(open));
+  ui.menu.setAttribute("aria-label", open ? "Hide transcript" : "Show transcript");
+  (open ? ui.closeDrawer : ui.menu).focus();
+}
+
+async function loadConfig() {
+  try {
+    const resp = await fetch("/api/config");
+    const config = await resp.json();
+    ui.tokenField.hidden = !config.access_token_required;
+    if (config.greeting && !ui.greeting.value) ui.greeting.value = config.greeting;
+    if (config.offline) document.title += " (emulator)";
+  } catch {
+    showError("Cannot reach the token server. Is `bridge serve` running?");
+  }
+}
+
+ui.connect.addEventListener("click", connect);
+ui.disconnect.addEventListener("click", disconnect);
+ui.mute.addEventListener("click", () => setMute(!muted));
+ui.dismiss.addEventListener("click", dismissErrors);
+ui.say.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = ui.text.value.trim();
+  if (!text || !session) return;
+  sendText(text);
+  ui.text.value = "";
+});
+ui.filter.addEventListener("input", () => log.setFilter(ui.filter.value));
+ui.saveLog.addEventListener("click", () => download(`bridge-events-${stamp()}.jsonl`, log.toJsonl()));
+ui.clearLog.addEventListener("click", () => log.clear());
+ui.saveTranscript.addEventListener("click", () => download(`bridge-transcript-${stamp()}.jsonl`, transcript.toJsonl()));
+ui.menu.addEventListener("click", () => toggleDrawer(ui.drawer.hidden));
+ui.closeDrawer.addEventListener("click", () => toggleDrawer(false));
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && !ui.drawer.hidden) toggleDrawer(false);
+});
+navigator.mediaDevices?.addEventListener?.("devicechange", refreshMicrophones);
+
+ui.token.value = sessionStorage.getItem("bridge.token") || "";
+setState("idle", "");
+loadConfig();
+refreshMicrophones();
