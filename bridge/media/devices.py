@@ -1,0 +1,375 @@
+"""Sound-card endpoints through sounddevice (PortAudio), and device lookup for ``DEV`` strings.
+
+``sounddevice`` is imported lazily through :func:`sounddevice_module`, which turns the ``OSError`` raised
+when libportaudio2 is absent into one clear :class:`AudioError` (ENVIRONMENT.md); ``.wav`` and ``null``
+devices never import it.
+
+Crossing from the PortAudio thread follows sounddevice's ``examples/asyncio_generators.py``: the input
+callback copies the block and hands it to the loop with ``call_soon_threadsafe``; the output callback
+only calls ``pull(n)`` (a short lock, no waiting) and counts status flags. Neither blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from bridge.errors import AudioError
+from bridge.media.base import FRAME_SAMPLES, RATE, SINK_BLOCK_SAMPLES, Pull
+from bridge.media.resample import LinearResampler, to_mono
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["input", "output"]
+PORTAUDIO_MISSING = "PortAudio is missing: apt-get install libportaudio2"
+
+
+def sounddevice_module() -> ModuleType:
+    """``import sounddevice``, with a missing PortAudio mapped to :class:`AudioError`."""
+    try:
+        import sounddevice
+    except OSError as exc:  # "PortAudio library not found"
+        raise AudioError(PORTAUDIO_MISSING) from exc
+    return sounddevice
+
+
+def rescan() -> None:
+    """Re-initialise PortAudio so devices (e.g. a sound server started after import) are seen.
+
+    PortAudio enumerates devices once, at ``Pa_Initialize``; sounddevice documents ``_terminate()`` and
+    ``_initialize()`` for exactly this. No stream may be open.
+    """
+    sd = sounddevice_module()
+    sd._terminate()
+    sd._initialize()
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    hostapi: str
+    max_input_channels: int
+    max_output_channels: int
+    default_samplerate: float
+    default_input: bool
+    default_output: bool
+
+    def has(self, kind: Kind) -> bool:
+        return (self.max_input_channels if kind == "input" else self.max_output_channels) > 0
+
+    def label(self) -> str:
+        return f"[{self.index}] {self.name} ({self.hostapi})"
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every PortAudio device, with default marks. Empty when no sound system answers."""
+    sd = sounddevice_module()
+    try:
+        devices = sd.query_devices()
+        hostapis = sd.query_hostapis()
+    except sd.PortAudioError as exc:
+        raise AudioError(f"cannot list audio devices: {exc}") from exc
+    default_in, default_out = _default_indices(sd)
+    return [
+        DeviceInfo(
+            index=int(d["index"]),
+            name=str(d["name"]),
+            hostapi=str(hostapis[int(d["hostapi"])]["name"]),
+            max_input_channels=int(d["max_input_channels"]),
+            max_output_channels=int(d["max_output_channels"]),
+            default_samplerate=float(d["default_samplerate"]),
+            default_input=int(d["index"]) == default_in,
+            default_output=int(d["index"]) == default_out,
+        )
+        for d in devices
+    ]
+
+
+def _default_indices(sd: Any) -> tuple[int, int]:
+    dev = sd.default.device
+    out: list[int] = []
+    for i, kind in enumerate(("input", "output")):
+        value = dev[i]
+        if isinstance(value, str):
+            try:
+                value = sd.query_devices(value, kind)["index"]
+            except (ValueError, sd.PortAudioError):
+                value = -1
+        out.append(-1 if value is None else int(value))
+    return out[0], out[1]
+
+
+def resolve_device(spec: str | int | None, kind: Kind) -> int | None:
+    """``DEV`` to a PortAudio index: an index, a case-insensitive name substring, or None (default).
+
+    An exact (case-insensitive) name wins over substring matches; zero or several matches raise one
+    :class:`AudioError` that lists the candidates.
+    """
+    devices = [d for d in list_devices() if d.has(kind)]
+    if not devices:
+        raise AudioError(f"no audio {kind} devices found (is a sound server running? try `bridge devices`)")
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        if not any(getattr(d, f"default_{kind}") for d in devices):
+            raise AudioError(f"no default {kind} device; choose one with --{kind} (see `bridge devices`)")
+        return None
+    candidates = ", ".join(d.label() for d in devices)
+    text = str(spec).strip()
+    if isinstance(spec, int) or text.lstrip("-").isdigit():
+        index = int(text)
+        for d in devices:
+            if d.index == index:
+                return index
+        raise AudioError(f"no {kind} device with index {index}; {kind} devices: {candidates}")
+    needle = text.casefold()
+    exact = [d for d in devices if d.name.casefold() == needle]
+    if len(exact) == 1:
+        return exact[0].index
+    matches = exact or [d for d in devices if needle in d.name.casefold()]
+    if len(matches) == 1:
+        return matches[0].index
+    if not matches:
+        raise AudioError(f"no {kind} device matches {text!r}; {kind} devices: {candidates}")
+    listed = ", ".join(d.label() for d in matches)
+    raise AudioError(f"{kind} device {text!r} is ambiguous: {listed} (use an index)")
+
+
+def _choose_format(sd: Any, device: int | None, kind: Kind) -> tuple[int, int]:
+    """(rate, channels): 48 kHz mono when the device takes it, else its default rate / 2 channels."""
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    info = sd.query_devices(device, kind)
+    for rate in (RATE, int(info["default_samplerate"])):
+        for channels in (1, 2):
+            try:
+                check(device=device, samplerate=rate, channels=channels, dtype="int16")
+            except (sd.PortAudioError, ValueError):
+                continue
+            return rate, channels
+    raise AudioError(f"{kind} device {info['name']!r} accepts neither 48 kHz nor its default rate (int16)")
+
+
+def _device_name(sd: Any, device: int | None, kind: Kind) -> str:
+    try:
+        return str(sd.query_devices(device, kind)["name"])
+    except (ValueError, sd.PortAudioError):
+        return "default"
+
+
+class DeviceSource:
+    """A microphone through ``sd.InputStream``: 20 ms frames, drop-oldest queue of ``queue_frames``."""
+
+    def __init__(self, device: str | int | None = None, *, queue_frames: int = 10, latency: str = "low") -> None:
+        self.device = device
+        self.latency_hint = latency
+        self.dropped = 0
+        self.status_flags = 0
+        self.input_overflows = 0
+        self.input_latency = 0.0
+        self.rate = RATE
+        self.channels = 1
+        self.name = ""
+        self.last_frame_mono: float | None = None
+        """Monotonic time the last sample of the most recently read frame was captured (callback time)."""
+        self._max = queue_frames
+        self._queue: deque[tuple[np.ndarray, float]] = deque()
+        self._ready = asyncio.Event()
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._resampler: LinearResampler | None = None
+        self._stream: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._stream is not None:
+            return
+        sd = sounddevice_module()
+        index = resolve_device(self.device, "input")
+        self.rate, self.channels = _choose_format(sd, index, "input")
+        self.name = _device_name(sd, index, "input")
+        if self.rate != RATE:
+            self._resampler = LinearResampler(self.rate, RATE)
+        self._loop = asyncio.get_running_loop()
+        try:
+            stream = sd.InputStream(
+                device=index,
+                samplerate=self.rate,
+                channels=self.channels,
+                dtype="int16",
+                blocksize=self.rate * 20 // 1000,
+                latency=self.latency_hint,
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
+            stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioError(f"cannot open input device {self.name!r}: {exc}") from exc
+        self._stream = stream
+        self.input_latency = float(stream.latency)
+        log.info(
+            "input %r: %d Hz, %d ch, latency %.1f ms", self.name, self.rate, self.channels, 1000 * self.input_latency
+        )
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        # PortAudio thread: count, copy, hand over. Nothing here waits.
+        now = time.monotonic()
+        if status:
+            self.status_flags += 1
+            if status.input_overflow:
+                self.input_overflows += 1
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, indata.copy(), now)
+        except RuntimeError:  # loop closed while the stream was stopping
+            pass
+
+    def _finished(self) -> None:
+        loop = self._loop
+        if loop is not None and not self._closed:
+            try:
+                loop.call_soon_threadsafe(self._ready.set)
+            except RuntimeError:
+                pass
+
+    def _deliver(self, block: np.ndarray, captured: float) -> None:
+        if self._closed:
+            return
+        mono = to_mono(block)
+        if self._resampler is not None:
+            mono = self._resampler.process(mono)
+        self._pending.append(mono)
+        self._pending_n += len(mono)
+        if self._pending_n < FRAME_SAMPLES:
+            return
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        whole = len(data) // FRAME_SAMPLES * FRAME_SAMPLES
+        for start in range(0, whole, FRAME_SAMPLES):
+            end_offset = len(data) - (start + FRAME_SAMPLES)  # samples captured after this frame ended
+            if len(self._queue) >= self._max:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append((data[start : start + FRAME_SAMPLES].copy(), captured - end_offset / RATE))
+        rest = data[whole:]
+        self._pending = [rest] if len(rest) else []
+        self._pending_n = len(rest)
+        self._ready.set()
+
+    async def read(self) -> np.ndarray:
+        while not self._queue:
+            if self._closed or self._stream is None:
+                raise AudioError("input device is closed")
+            if not self._stream.active:
+                raise AudioError(f"input device {self.name!r} stopped")
+            self._ready.clear()
+            await self._ready.wait()
+        frame, captured = self._queue.popleft()
+        self.last_frame_mono = captured
+        return frame
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.set()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close(ignore_errors=True)
+
+
+class DeviceSink:
+    """A speaker through ``sd.OutputStream``: small blocks (10 ms), ``latency='low'``, pull per callback."""
+
+    def __init__(
+        self, device: str | int | None = None, *, block: int = SINK_BLOCK_SAMPLES, latency: str = "low"
+    ) -> None:
+        self.device = device
+        self.block = block
+        self.latency_hint = latency
+        self.output_latency = 0.0
+        self.underruns = 0
+        self.status_flags = 0
+        self.callback_errors = 0
+        self.blocks = 0
+        self.rate = RATE
+        self.channels = 1
+        self.name = ""
+        self._pull: Pull | None = None
+        self._resampler: LinearResampler | None = None
+        self._leftover = np.zeros(0, dtype=np.int16)
+        self._stream: Any = None
+        self._closed = False
+
+    async def start(self, pull: Pull) -> None:
+        if self._stream is not None:
+            raise AudioError("output device already started")
+        sd = sounddevice_module()
+        index = resolve_device(self.device, "output")
+        self.rate, self.channels = _choose_format(sd, index, "output")
+        self.name = _device_name(sd, index, "output")
+        if self.rate != RATE:
+            self._resampler = LinearResampler(RATE, self.rate)
+        self._pull = pull
+        try:
+            stream = sd.OutputStream(
+                device=index,
+                samplerate=self.rate,
+                channels=self.channels,
+                dtype="int16",
+                blocksize=max(1, round(self.block * self.rate / RATE)),
+                latency=self.latency_hint,
+                callback=self._callback,
+            )
+            stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioError(f"cannot open output device {self.name!r}: {exc}") from exc
+        self._stream = stream
+        self.output_latency = float(stream.latency)
+        log.info(
+            "output %r: %d Hz, %d ch, latency %.1f ms", self.name, self.rate, self.channels, 1000 * self.output_latency
+        )
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        # PortAudio thread: one pull (never waits), status counters, no logging on the hot path.
+        if status:
+            self.status_flags += 1
+            if status.output_underflow:
+                self.underruns += 1
+        self.blocks += 1
+        try:
+            data = self._render(frames)
+        except Exception:  # a bug upstream must not kill the audio thread: play silence, count it
+            self.callback_errors += 1
+            outdata.fill(0)
+            return
+        if self.channels == 1:
+            outdata[:, 0] = data
+        else:
+            outdata[:] = data[:, None]
+
+    def _render(self, frames: int) -> np.ndarray:
+        assert self._pull is not None
+        if self._resampler is None:
+            return self._pull(frames)
+        out = self._leftover
+        while len(out) < frames:
+            need = self._resampler.inputs_needed(frames - len(out))
+            out = np.concatenate([out, self._resampler.process(self._pull(max(1, need)))])
+        self._leftover = out[frames:]
+        return out[:frames]
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close(ignore_errors=True)

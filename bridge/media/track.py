@@ -1,0 +1,107 @@
+"""``MicTrack``: the uplink track, 20 ms 48 kHz mono frames from an :class:`AudioSource`.
+
+aiortc's sender calls ``recv()`` and sends at once, so the track must pace itself (ENVIRONMENT.md); here
+the source is the clock (a sound card, or a file's monotonic deadlines). A pump task reads the source
+into a bounded deque: if the sender lags, the oldest frames go (counted) and ``pts`` still follows the
+source's timeline, so the far end sees a gap, not a slow-down. ``pts`` is in samples, ``time_base`` 1/48000
+(aiortc ``mediastreams.AudioStreamTrack``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+from collections import deque
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from bridge.errors import AudioError
+from bridge.media.base import FRAME_SAMPLES, RATE, AudioSource
+
+log = logging.getLogger(__name__)
+
+TIME_BASE = fractions.Fraction(1, RATE)
+
+
+def make_frame(pcm: np.ndarray, pts: int) -> av.AudioFrame:
+    """A s16 mono 48 kHz ``av.AudioFrame`` holding ``pcm``."""
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+    )
+    frame.sample_rate = RATE
+    frame.pts = pts
+    frame.time_base = TIME_BASE
+    return frame
+
+
+class MicTrack(MediaStreamTrack):
+    """An audio track fed by an :class:`AudioSource` (started by the caller or on first ``recv``)."""
+
+    kind = "audio"
+
+    def __init__(self, source: AudioSource, *, max_frames: int = 5) -> None:
+        super().__init__()
+        self.source = source
+        self.dropped = 0
+        self.frames_sent = 0
+        self._max = max_frames
+        self._queue: deque[tuple[np.ndarray, int]] = deque()
+        self._ready = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._index = 0
+        self._seen_source_drops = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run(), name="mic-track-pump")
+        while not self._queue:
+            if self._error is not None or self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        pcm, index = self._queue.popleft()
+        self.frames_sent += 1
+        return make_frame(pcm, index * FRAME_SAMPLES)
+
+    async def _run(self) -> None:
+        try:
+            await self.source.start()
+            while True:
+                pcm = await self.source.read()
+                # Frames the source itself dropped still take time: keep pts on the source's timeline.
+                dropped_by_source = getattr(self.source, "dropped", 0)
+                index = self._index + max(0, dropped_by_source - self._seen_source_drops)
+                self._seen_source_drops = dropped_by_source
+                if len(self._queue) >= self._max:
+                    self._queue.popleft()
+                    self.dropped += 1
+                self._queue.append((pcm, index))
+                self._index = index + 1
+                self._ready.set()
+        except asyncio.CancelledError:
+            raise
+        except (AudioError, OSError) as exc:
+            log.warning("microphone stopped: %s", exc)
+            self._error = exc
+            self._ready.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+        if self._pump is not None:
+            self._pump.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the track and wait for the pump (the source itself is closed by its owner)."""
+        self.stop()
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
