@@ -26,7 +26,7 @@ from bridge.link import http as rest
 from bridge.link.base import RealtimeLink
 from bridge.link.webrtc import WebRTCLink
 from bridge.link.ws import WebSocketLink
-from bridge.media import open_sink, open_source
+from bridge.media import describe, open_sink, open_source
 from bridge.media.base import AudioSource
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
@@ -165,12 +165,8 @@ async def amain(args: argparse.Namespace) -> int:
         log.info("connected in %.0f ms: %s", timings.total_ms, timings.steps)
         if args.transport == "ws" and not creds.token_url:
             await link.send({"type": "session.update", "session": {k: v for k, v in session.items() if k != "model"}})
-        runtime.session_info.update(
-            connect_ms=timings.steps,
-            input=args.input or "default",
-            output=args.output or "default",
-            **_device_times(raw_source, sink),
-        )
+        devices = {"input": describe(raw_source), "output": describe(sink), **_device_times(raw_source, sink)}
+        runtime.session_info.update(connect_ms=timings.steps, **devices)
         pumps = [link.pump_audio()] if isinstance(link, WebSocketLink | WebRTCLink) else []
         run = asyncio.ensure_future(runtime.run(*pumps))
         waiters = [run, asyncio.ensure_future(stop.wait())]
