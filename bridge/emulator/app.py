@@ -1,0 +1,59 @@
+"""aiohttp application factory for the emulator: routes under ``/v1``, typed state, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from bridge.emulator import rest, ws
+from bridge.emulator.auth import KeyStore
+from bridge.emulator.behaviours import load_behaviour
+from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.log import EventLog
+from bridge.emulator.state import STATE, EmulatorState
+
+log = logging.getLogger(__name__)
+
+
+def make_app(config: EmulatorConfig | None = None) -> web.Application:
+    """A ready-to-run emulator app. Raises ConfigError for a bad behaviour (e.g. unreadable script)."""
+    config = config or EmulatorConfig()
+    state = EmulatorState(
+        config=config,
+        behaviour=load_behaviour(config.behaviour, config.reply_seconds),
+        keys=KeyStore(config),
+        log=EventLog(config.log_path),
+    )
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app[STATE] = state
+    app.router.add_post("/v1/realtime/client_secrets", rest.client_secrets)
+    app.router.add_post("/v1/realtime/calls", rest.create_call)
+    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", rest.hangup)
+    app.router.add_get("/v1/realtime", ws.realtime_ws)
+    app.on_shutdown.append(_on_shutdown)
+    app.cleanup_ctx.append(_lifetime)
+    return app
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Close every socket (1001 going away) and hang up every call before the server stops."""
+    state = app[STATE]
+    for sock in list(state.sockets):
+        await sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+    calls = list(state.calls.values())
+    state.calls.clear()
+    if calls:
+        await asyncio.gather(*(c.aclose() for c in calls), return_exceptions=True)
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    yield
+    state = app[STATE]
+    engines = list(state.engines)
+    state.engines.clear()
+    if engines:
+        await asyncio.gather(*(e.aclose() for e in engines), return_exceptions=True)
+    state.log.close()

@@ -1,0 +1,980 @@
+"""One Realtime session, transport-agnostic (docs/architecture.md, "Emulator engine").
+
+Transports (WS, WebRTC data channel, sideband WS) only move events and audio; everything the server
+decides lives here: session config, conversation, input buffer + VAD, responses, errors.
+
+Event delivery: server events go to every listener synchronously, in order. Events emitted while no
+listener is attached (``session.created`` before a WebRTC data channel opens) are kept in a bounded
+backlog and flushed to the FIRST listener that attaches; later listeners (a sideband WS) see only new
+events. So a transport never has to trigger ``session.created`` itself: call :meth:`Engine.start` once,
+attach whenever ready.
+
+Closing: :meth:`Engine.wait_closed` returns ``(code, reason)`` when the session ends on the server side
+(the 60-minute cap: ``session_expired`` then close 1001, PROTOCOL.md 6) or after :meth:`aclose`;
+transports close their socket / peer with that code.
+
+Audio: over WS (no ``AudioOut`` attached) replies stream as ``response.output_audio.delta``, generated
+``config.speed`` times faster than real time. Over WebRTC the reply goes to ``AudioOut.write`` at the same
+rate (the transport paces it) and no delta events are sent (PROTOCOL.md 2.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import copy
+import json
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from bridge.emulator.behaviours.base import Behaviour, FunctionCall, Reply, Turn
+from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.conversation import Conversation
+from bridge.emulator.log import EventLog
+from bridge.emulator.session import SessionError, merge_session
+from bridge.emulator.vad import ServerVad, SpeechStarted
+from bridge.protocol import ids
+from bridge.protocol.pcm import BYTES_PER_MS, b64decode, b64encode
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], None]
+Transport = Literal["websocket", "webrtc"]
+
+BACKLOG_MAX = 1000
+MIN_COMMIT_MS = 100  # PROTOCOL.md 6
+CLIENT_FIELDS: dict[str, frozenset[str]] = {
+    "session.update": frozenset({"session"}),
+    "input_audio_buffer.append": frozenset({"audio"}),
+    "input_audio_buffer.commit": frozenset(),
+    "input_audio_buffer.clear": frozenset(),
+    "output_audio_buffer.clear": frozenset(),
+    "conversation.item.create": frozenset({"item", "previous_item_id"}),
+    "conversation.item.retrieve": frozenset({"item_id"}),
+    "conversation.item.truncate": frozenset({"item_id", "content_index", "audio_end_ms"}),
+    "conversation.item.delete": frozenset({"item_id"}),
+    "response.create": frozenset({"response"}),
+    "response.cancel": frozenset({"response_id"}),
+}
+RESPONSE_FIELDS = frozenset(
+    {
+        "audio",
+        "conversation",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "metadata",
+        "output_modalities",
+        "parallel_tool_calls",
+        "prompt",
+        "reasoning",
+        "tool_choice",
+        "tools",
+    }
+)
+
+
+class AudioOut(Protocol):
+    """WebRTC output for reply audio (implemented by the transport in ``webrtc.py``)."""
+
+    def begin(self, response_id: str, item_id: str) -> None: ...
+
+    def write(self, pcm24: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def interrupt(self) -> int:
+        """Stop now; return the ms of this item's audio actually put on the wire."""
+        ...
+
+
+class ClientError(Exception):
+    def __init__(self, code: str | None, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+@dataclass
+class _Response:
+    id: str
+    conversation: bool  # False: out-of-band (conversation "none")
+    modalities: list[str]
+    metadata: Any
+    voice: Any
+    fmt: dict[str, Any]
+    max_output_tokens: Any
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_reason: str | None = None
+    output: list[dict[str, Any]] = field(default_factory=list)
+    audio_bytes: int = 0
+    text_chars: int = 0
+    audio_begun: bool = False  # AudioOut.begin called (WebRTC)
+    audio_item: str | None = None
+    output_started: bool = False
+    output_stopped: bool = False
+    cleared: bool = False
+    done: bool = False
+
+    def as_object(self, status: str, details: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "object": "realtime.response",
+            "id": self.id,
+            "status": status,
+            "status_details": details,
+            "output": copy.deepcopy(self.output),
+            "conversation_id": None,  # filled by the engine
+            "output_modalities": list(self.modalities),
+            "max_output_tokens": self.max_output_tokens,
+            "audio": {"output": {"format": dict(self.fmt), "voice": self.voice}},
+            "usage": usage,
+            "metadata": self.metadata,
+        }
+
+
+class Engine:
+    """One Realtime session. Constructors do no I/O; call :meth:`start` from the event loop."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        session: dict[str, Any],
+        behaviour: Behaviour,
+        *,
+        transport: Transport = "websocket",
+        log_sink: EventLog | None = None,
+    ) -> None:
+        self.config = config
+        self.session = copy.deepcopy(session)
+        self.behaviour = behaviour
+        self.transport: Transport = transport
+        self.id: str = self.session["id"]
+        self.conversation_id = ids.conversation_id()
+        self._log = log_sink
+        self._listeners: list[Listener] = []
+        self._backlog: deque[dict[str, Any]] = deque()
+        self.backlog_dropped = 0
+        self._had_listener = False
+        self.conversation = Conversation()
+        self._buffer = bytearray()
+        self._buffer_start_ms = 0.0  # input timeline position of _buffer[0]
+        self._vad: ServerVad | None = None
+        self._speech_item: str | None = None
+        self._speech_start_ms = 0
+        self._response: _Response | None = None  # the active default-conversation response
+        self._last_response: _Response | None = None
+        self._playing: _Response | None = None  # WebRTC: response whose audio is in the AudioOut
+        self._responses = 0
+        self._voice_locked = False
+        self._audio_out: AudioOut | None = None
+        self._echo: _Response | None = None
+        self._echo_item: dict[str, Any] | None = None
+        self._echo_index = 0
+        self._echo_prev: str | None = None
+        self._truncated: set[str] = set()  # assistant items whose transcript was dropped
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closed = asyncio.Event()
+        self.close_code = 1000
+        self.close_reason = ""
+        self._started = False
+        self._configure_vad()
+
+    # ------------------------------------------------------------------ transport API
+    def start(self) -> None:
+        """Emit ``session.created`` and arm the session's maximum-duration timer."""
+        if self._started:
+            return
+        self._started = True
+        now = self.config.clock()
+        self.session["expires_at"] = int(now + self.config.session_max_seconds)
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(self.config.session_max_seconds, self._expire)
+        self._emit("session.created", session=copy.deepcopy(self.session))
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+        if not self._had_listener:
+            self._had_listener = True
+            while self._backlog:
+                self._deliver_one(fn, self._backlog.popleft())
+
+    def remove_listener(self, fn: Listener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def session_created_event(self) -> dict[str, Any]:
+        """A fresh ``session.created`` for a late joiner (sideband WS), not broadcast to others."""
+        event = {"type": "session.created", "event_id": ids.event_id(), "session": copy.deepcopy(self.session)}
+        self._record("out", event)
+        return event
+
+    def attach_audio_out(self, out: AudioOut) -> None:
+        self._audio_out = out
+        self.transport = "webrtc"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> tuple[int, str]:
+        await self._closed.wait()
+        return self.close_code, self.close_reason
+
+    async def aclose(self) -> None:
+        """Stop every response task and mark the session closed. Idempotent."""
+        self._close(self.close_code if self._closed.is_set() else 1000, self.close_reason)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._listeners.clear()
+
+    # ------------------------------------------------------------------ WebRTC output callbacks
+    def on_output_started(self, response_id: str) -> None:
+        resp = self._find_response(response_id)
+        if resp is None or resp.output_started or resp.cleared:
+            return
+        resp.output_started = True
+        self._emit("output_audio_buffer.started", response_id=response_id)
+
+    def on_output_stopped(self, response_id: str) -> None:
+        resp = self._find_response(response_id)
+        if resp is None or resp.output_stopped:
+            return
+        resp.output_stopped = True
+        if self._playing is resp:
+            self._playing = None
+        if resp.done and not resp.cleared:
+            self._emit("output_audio_buffer.stopped", response_id=response_id)
+
+    # ------------------------------------------------------------------ client events
+    async def handle_client_event(self, data: str | bytes | dict[str, Any], *, via: str | None = None) -> None:
+        """One client event from any transport. Errors are ``error`` events, never exceptions."""
+        if self._closed.is_set():
+            return
+        if isinstance(data, bytes | bytearray):
+            self._record("in", {"binary": len(data)}, via)
+            self._error("invalid_event", "Expected a text WebSocket message; binary frames are not supported.")
+            return
+        if isinstance(data, str):
+            try:
+                event = json.loads(data)
+            except ValueError as exc:
+                self._record("in", {"raw": data[:200]}, via)
+                self._error("invalid_json", f"Invalid JSON in event: {exc.msg} (line {exc.lineno} column {exc.colno}).")
+                return
+        else:
+            event = data
+        self._record("in", event, via)
+        event_id = event.get("event_id") if isinstance(event, dict) else None
+        try:
+            await self._dispatch(event)
+        except ClientError as err:
+            self._error(err.code, err.message, err.param, event_id if isinstance(event_id, str) else None)
+
+    async def _dispatch(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            raise ClientError("invalid_event", "Expected an event object.")
+        etype = event.get("type")
+        if etype is None:
+            raise ClientError("invalid_event", "The 'type' field is missing.")
+        allowed = CLIENT_FIELDS.get(etype) if isinstance(etype, str) else None
+        if etype == "output_audio_buffer.clear" and self.transport != "webrtc":
+            allowed = None  # PROTOCOL.md 4.2: absent from the WS type list
+        if allowed is None:
+            names = ", ".join(f"'{t}'" for t in CLIENT_FIELDS if t != "output_audio_buffer.clear")
+            raise ClientError("invalid_value", f"Invalid value: '{etype}'. Supported values are: {names}.", "type")
+        for key in event:
+            if key not in allowed and key not in ("type", "event_id"):
+                raise ClientError("unknown_parameter", f"Unknown parameter: '{key}'.", key)
+        handler = getattr(self, "_on_" + etype.replace(".", "_"))
+        await handler(event)
+
+    async def _on_session_update(self, event: dict[str, Any]) -> None:
+        if "session" not in event:
+            raise ClientError("missing_required_parameter", "Missing required parameter: 'session'.", "session")
+        try:
+            self.session = merge_session(self.session, event["session"], voice_locked=self._voice_locked)
+        except SessionError as err:
+            raise ClientError(err.code, err.message, err.param) from None
+        self._configure_vad()
+        self._emit("session.updated", session=copy.deepcopy(self.session))
+
+    async def _on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            raise ClientError("missing_required_parameter", "Missing required parameter: 'audio'.", "audio")
+        try:
+            pcm = b64decode(audio)
+        except (binascii.Error, ValueError):
+            raise ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio.", "audio") from None
+        if len(pcm) > 15 * 1024 * 1024:
+            raise ClientError("invalid_value", "Audio chunk too large: at most 15 MiB per append.", "audio")
+        self.feed_input_audio(pcm)
+
+    async def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
+        ms = len(self._buffer) / BYTES_PER_MS
+        if ms < MIN_COMMIT_MS:
+            raise ClientError(
+                "input_audio_buffer_commit_empty",
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {ms:.2f}ms of audio.",
+            )
+        pcm = bytes(self._buffer)
+        self._advance_buffer(len(pcm))
+        if self._speech_item is not None and self._vad is not None:
+            self._vad.speaking = False
+        item_id, self._speech_item = self._speech_item or ids.item_id(), None
+        self._commit_user_audio(pcm, item_id)
+        if self._echo is not None:
+            self._finish_echo()
+
+    async def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        self._advance_buffer(len(self._buffer))
+        if self._vad is not None:
+            self._vad.speaking = False
+        self._speech_item = None
+        self._emit("input_audio_buffer.cleared")
+
+    async def _on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        resp = self._playing
+        if resp is not None:
+            self._interrupt_playback(resp)
+        else:
+            last = self._last_response.id if self._last_response else ids.response_id()
+            self._emit("output_audio_buffer.cleared", response_id=last)
+
+    async def _on_conversation_item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict):
+            raise ClientError("missing_required_parameter", "Missing required parameter: 'item'.", "item")
+        prev = event.get("previous_item_id")
+        if prev is not None and prev != "root" and prev not in self.conversation:
+            raise ClientError("invalid_value", f"Previous item with id '{prev}' not found.", "previous_item_id")
+        item, audio = self._normalise_item(item)
+        if item["id"] in self.conversation:
+            raise ClientError("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id")
+        previous = self.conversation.insert(
+            item, after=prev if prev not in (None, "root") else None, first=prev == "root"
+        )
+        if audio is not None:
+            self.conversation.audio[item["id"]] = audio
+        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+
+    async def _on_conversation_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.conversation.with_audio(self._item_id(event))
+        assert item is not None
+        self._emit("conversation.item.retrieved", item=item)
+
+    async def _on_conversation_item_delete(self, event: dict[str, Any]) -> None:
+        item_id = self._item_id(event)
+        self.conversation.delete(item_id)
+        self._emit("conversation.item.deleted", item_id=item_id)
+
+    async def _on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        item_id = self._item_id(event)
+        item = self.conversation.get(item_id)
+        assert item is not None
+        if item.get("role") != "assistant" or not any(p.get("type") == "output_audio" for p in item["content"]):
+            raise ClientError("invalid_value", "Only assistant messages with audio can be truncated.", "item_id")
+        if event.get("content_index", 0) != 0:
+            raise ClientError("invalid_value", "Invalid 'content_index': only 0 is supported.", "content_index")
+        end_ms = event.get("audio_end_ms")
+        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0:
+            raise ClientError(
+                "invalid_value", "Invalid 'audio_end_ms': expected a non-negative integer.", "audio_end_ms"
+            )
+        have_ms = len(self.conversation.audio.get(item_id, b"")) / BYTES_PER_MS
+        if end_ms > have_ms:
+            # Message wording as reported from the real service by third-party client code (UNCONFIRMED
+            # code: invalid_value, the generic code for an out-of-range field).
+            raise ClientError(
+                "invalid_value", f"Audio content of {int(have_ms)}ms is already shorter than {end_ms}ms", "audio_end_ms"
+            )
+        self._truncate_item(item_id, end_ms)
+
+    async def _on_response_create(self, event: dict[str, Any]) -> None:
+        params = event.get("response") or {}
+        if not isinstance(params, dict):
+            raise ClientError("invalid_type", "Invalid type for 'response': expected an object.", "response")
+        for key in params:
+            if key not in RESPONSE_FIELDS:
+                raise ClientError("unknown_parameter", f"Unknown parameter: 'response.{key}'.", f"response.{key}")
+        in_conversation = params.get("conversation", "auto") != "none"
+        if in_conversation and self._response is not None:
+            raise ClientError(
+                "conversation_already_has_active_response",
+                f"Conversation already has an active response in progress: {self._response.id}. "
+                "Wait until the response is finished before creating a new one.",
+            )
+        mods = params.get("output_modalities")
+        if mods is not None and mods not in (["audio"], ["text"]):
+            raise ClientError(
+                "invalid_value", "output_modalities must be ['audio'] or ['text'].", "response.output_modalities"
+            )
+        self._start_response(params, in_conversation)
+
+    async def _on_response_cancel(self, event: dict[str, Any]) -> None:
+        resp = self._response
+        wanted = event.get("response_id")
+        if resp is None or (wanted is not None and wanted != resp.id):
+            raise ClientError("response_cancel_not_active", "Cancellation failed: no active response found")
+        self._cancel(resp, "client_cancelled")
+
+    # ------------------------------------------------------------------ input audio
+    def feed_input_audio(self, pcm24: bytes) -> None:
+        """User audio, PCM16 24 kHz mono (WS: decoded appends; WebRTC: decoded, downmixed, resampled)."""
+        if self._closed.is_set() or not pcm24:
+            return
+        if self.behaviour.name == "echo" and self._audio_out is None:
+            self._echo_audio(pcm24)
+        self._buffer.extend(pcm24)
+        if self._vad is None:
+            return
+        td = self.session["audio"]["input"]["turn_detection"]
+        for ev in self._vad.process(pcm24):
+            if isinstance(ev, SpeechStarted):
+                self._speech_item = ids.item_id()
+                self._speech_start_ms = ev.audio_start_ms
+                self._emit(
+                    "input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=self._speech_item
+                )
+                if td.get("interrupt_response", True) and self.behaviour.name != "echo":
+                    self._barge_in()
+            else:
+                item_id = self._speech_item or ids.item_id()
+                self._speech_item = None
+                self._emit("input_audio_buffer.speech_stopped", audio_end_ms=ev.audio_end_ms, item_id=item_id)
+                pcm = self._take_segment(self._speech_start_ms, ev.audio_end_ms)
+                self._commit_user_audio(pcm, item_id)
+                if self._echo is not None:
+                    self._finish_echo()
+                elif td.get("create_response", True) and self._response is None:
+                    if not (self.behaviour.name == "echo" and self._audio_out is not None):
+                        self._start_response({}, True)
+
+    def _configure_vad(self) -> None:
+        td = self.session["audio"]["input"]["turn_detection"]
+        if td is None:
+            self._vad = None
+            return
+        threshold = td.get("threshold", 0.5)
+        padding = td.get("prefix_padding_ms", 300)
+        silence = td.get("silence_duration_ms", 200)
+        if td.get("type") == "semantic_vad":  # no knobs: approximate "auto" eagerness with a longer pause
+            threshold, padding, silence = 0.5, 300, 500
+        if self._vad is None:
+            # A VAD turned on mid-session starts at the current input position.
+            now_ms = int(self._buffer_start_ms + len(self._buffer) / BYTES_PER_MS)
+            self._vad = ServerVad(threshold, padding, silence, start_ms=now_ms)
+        else:
+            self._vad.configure(threshold, padding, silence)
+
+    def _advance_buffer(self, nbytes: int) -> None:
+        del self._buffer[:nbytes]
+        self._buffer_start_ms += nbytes / BYTES_PER_MS
+        if self._vad is not None:
+            self._vad.reset_floor(int(self._buffer_start_ms))
+
+    def _take_segment(self, start_ms: int, end_ms: int) -> bytes:
+        """Audio [start_ms, end_ms) of the input timeline; everything before end_ms leaves the buffer."""
+        start = max(0, int((start_ms - self._buffer_start_ms) * BYTES_PER_MS) // 2 * 2)
+        end = max(0, int((end_ms - self._buffer_start_ms) * BYTES_PER_MS) // 2 * 2)
+        pcm = bytes(self._buffer[start:end])
+        self._advance_buffer(min(end, len(self._buffer)))
+        return pcm
+
+    def _commit_user_audio(self, pcm: bytes, item_id: str) -> None:
+        previous = self.conversation.last_id()
+        self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        item = {
+            "id": item_id,
+            "type": "message",
+            "object": "realtime.item",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self.conversation.insert(item)
+        self.conversation.audio[item_id] = pcm
+        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        if self.session["audio"]["input"].get("transcription") is not None:
+            text = self.behaviour.transcribe(pcm, self._responses)
+            item["content"][0]["transcript"] = text
+            self._emit(
+                "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text
+            )
+            self._emit(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item_id,
+                content_index=0,
+                transcript=text,
+                usage={"type": "duration", "seconds": round(len(pcm) / 48000, 3)},
+            )
+
+    # ------------------------------------------------------------------ barge-in and truncation
+    def _barge_in(self) -> None:
+        playing = self._playing
+        if playing is not None and not playing.cleared:
+            self._interrupt_playback(playing)
+        if self._response is not None:
+            self._cancel(self._response, "turn_detected")
+
+    def _interrupt_playback(self, resp: _Response) -> None:
+        """WebRTC: stop the wire now, ``output_audio_buffer.cleared`` + automatic truncation (PROTOCOL.md 2.3)."""
+        assert self._audio_out is not None
+        sent_ms = int(self._audio_out.interrupt())
+        resp.cleared = True
+        self._playing = None
+        self._emit("output_audio_buffer.cleared", response_id=resp.id)
+        if resp.audio_item is not None and resp.audio_item in self.conversation:
+            have = len(self.conversation.audio.get(resp.audio_item, b"")) / BYTES_PER_MS
+            self._truncate_item(resp.audio_item, max(0, min(sent_ms, int(have))))
+
+    def _truncate_item(self, item_id: str, end_ms: int) -> None:
+        self._truncated.add(item_id)
+        pcm = self.conversation.audio.get(item_id, b"")
+        self.conversation.audio[item_id] = pcm[: end_ms * BYTES_PER_MS]
+        item = self.conversation.get(item_id)
+        if item is not None:
+            for part in item["content"]:
+                if part.get("type") == "output_audio":
+                    part["transcript"] = ""  # the server drops the unheard transcript (PROTOCOL.md 4.5)
+        self._emit("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end_ms)
+
+    def _cancel(self, resp: _Response, reason: str) -> None:
+        if resp.cancel_reason is None:
+            resp.cancel_reason = reason
+        resp.cancelled.set()
+
+    # ------------------------------------------------------------------ responses
+    def _start_response(self, params: dict[str, Any], in_conversation: bool) -> None:
+        out_cfg = self.session["audio"]["output"]
+        resp = _Response(
+            id=ids.response_id(),
+            conversation=in_conversation,
+            modalities=list(params.get("output_modalities") or self.session["output_modalities"]),
+            metadata=params.get("metadata"),
+            voice=(params.get("audio") or {}).get("output", {}).get("voice", out_cfg["voice"]),
+            fmt=out_cfg["format"],
+            max_output_tokens=params.get("max_output_tokens", self.session["max_output_tokens"]),
+        )
+        if in_conversation:
+            self._response = resp
+        self._last_response = resp
+        self._emit("response.created", response=self._response_object(resp, "in_progress", None, None))
+        turn = self._turn()
+        self._responses += 1
+        task = asyncio.get_running_loop().create_task(self._run_response(resp, turn), name=f"response {resp.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("response task failed", exc_info=task.exception())
+
+    def _turn(self) -> Turn:
+        user_text, audio_ms, last_type = None, 0.0, None
+        items = self.conversation.items()
+        if items:
+            last_type = items[-1].get("type")
+        for item in reversed(items):
+            if item.get("role") == "user":
+                for part in item.get("content", []):
+                    if part.get("type") == "input_text":
+                        user_text = part.get("text")
+                    elif part.get("type") == "input_audio":
+                        user_text = part.get("transcript")
+                        audio_ms = len(self.conversation.audio.get(item["id"], b"")) / BYTES_PER_MS
+                break
+        return Turn(self._responses, user_text, audio_ms, last_type, items)
+
+    async def _sleep(self, resp: _Response, seconds: float) -> bool:
+        """Wait ``seconds`` unless the response is cancelled first; True if cancelled."""
+        if resp.cancelled.is_set():
+            return True
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return resp.cancelled.is_set()
+        try:
+            async with asyncio.timeout(seconds):
+                await resp.cancelled.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run_response(self, resp: _Response, turn: Turn) -> None:
+        reply = await self.behaviour.reply(turn)
+        think = reply.think_ms if reply.think_ms is not None else self.config.think_ms
+        if await self._sleep(resp, think / 1000):
+            self._finish(resp)
+            return
+        if reply.error is not None:
+            err = reply.error
+            self._emit(
+                "error",
+                error={
+                    "type": err.type,
+                    "code": err.code,
+                    "message": err.message,
+                    "param": err.param,
+                    "event_id": None,
+                },
+            )
+            self._finish(resp, failed={"type": err.type, "code": err.code})
+            return
+        if reply.text or reply.audio:
+            await self._message(resp, reply)
+        for call in reply.function_calls:
+            if resp.cancelled.is_set():
+                break
+            await self._function_call(resp, call)
+        self._finish(resp)
+
+    def _open_item(self, resp: _Response, item: dict[str, Any]) -> tuple[int, str | None]:
+        output_index = len(resp.output)
+        resp.output.append(item)
+        self._emit(
+            "response.output_item.added", response_id=resp.id, output_index=output_index, item=copy.deepcopy(item)
+        )
+        previous = None
+        if resp.conversation:
+            previous = self.conversation.insert(copy.deepcopy(item))
+            self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        return output_index, previous
+
+    def _close_item(self, resp: _Response, output_index: int, item: dict[str, Any], previous: str | None) -> None:
+        resp.output[output_index] = copy.deepcopy(item)
+        if resp.conversation:
+            self.conversation.replace(copy.deepcopy(item))
+            self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        self._emit(
+            "response.output_item.done", response_id=resp.id, output_index=output_index, item=copy.deepcopy(item)
+        )
+
+    def _open_message(self, resp: _Response) -> tuple[dict[str, Any], int, str | None]:
+        item = {
+            "id": ids.item_id(),
+            "type": "message",
+            "object": "realtime.item",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        output_index, previous = self._open_item(resp, item)
+        audio = "audio" in resp.modalities
+        part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
+        self._emit(
+            "response.content_part.added",
+            response_id=resp.id,
+            item_id=item["id"],
+            output_index=output_index,
+            content_index=0,
+            part=part,
+        )
+        return item, output_index, previous
+
+    def _message_chunk(self, resp: _Response, item: dict[str, Any], output_index: int, text: str, pcm: bytes) -> None:
+        ids_ = {"response_id": resp.id, "item_id": item["id"], "output_index": output_index, "content_index": 0}
+        audio = "audio" in resp.modalities
+        if text:
+            resp.text_chars += len(text)
+            kind = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
+            self._emit(kind, **ids_, delta=text)
+        if pcm and audio:
+            resp.audio_bytes += len(pcm)
+            self.conversation.audio[item["id"]] = self.conversation.audio.get(item["id"], b"") + pcm
+            self._voice_locked = True
+            if self._audio_out is None:
+                self._emit("response.output_audio.delta", **ids_, delta=b64encode(pcm))
+            elif not resp.cleared:
+                if not resp.audio_begun:
+                    resp.audio_begun = True
+                    resp.audio_item = item["id"]
+                    self._playing = resp
+                    self._audio_out.begin(resp.id, item["id"])
+                self._audio_out.write(pcm)
+
+    def _close_message(
+        self, resp: _Response, item: dict[str, Any], output_index: int, previous: str | None, text: str, complete: bool
+    ) -> None:
+        ids_ = {"response_id": resp.id, "item_id": item["id"], "output_index": output_index, "content_index": 0}
+        if item["id"] in self._truncated:
+            text = ""
+        if resp.audio_begun and self._audio_out is not None and not resp.cleared:
+            self._audio_out.end()
+        if "audio" in resp.modalities:
+            self._emit("response.output_audio.done", **ids_)
+            self._emit("response.output_audio_transcript.done", **ids_, transcript=text)
+            part: dict[str, Any] = {"type": "audio", "transcript": text}
+            content = [{"type": "output_audio", "transcript": text}]
+        else:
+            self._emit("response.output_text.done", **ids_, text=text)
+            part = {"type": "text", "text": text}
+            content = [{"type": "output_text", "text": text}]
+        self._emit("response.content_part.done", **ids_, part=part)
+        final = {**item, "status": "completed" if complete else "incomplete", "content": content}
+        self._close_item(resp, output_index, final, previous)
+
+    async def _message(self, resp: _Response, reply: Reply) -> None:
+        item, output_index, previous = self._open_message(resp)
+        chunk = max(BYTES_PER_MS * 10, self.config.chunk_ms * BYTES_PER_MS)
+        audio = reply.audio if "audio" in resp.modalities else b""
+        n_chunks = max(1, math.ceil(len(audio) / chunk))
+        words = _split_words(reply.text)
+        # The transcript runs ahead of the audio, as with the real model: all words within the first 60 %.
+        lead = max(1, int(n_chunks * 0.6))
+        per_chunk: list[list[str]] = [[] for _ in range(n_chunks)]
+        for i, word in enumerate(words):
+            per_chunk[min(n_chunks - 1, i * lead // max(1, len(words)))].append(word)
+        spoken: list[str] = []
+        pace = (self.config.chunk_ms / 1000) / max(self.config.speed, 1e-3)
+        cancelled = False
+        for n in range(n_chunks):
+            text = "".join(per_chunk[n])
+            spoken.append(text)
+            self._message_chunk(resp, item, output_index, text, audio[n * chunk : (n + 1) * chunk])
+            if audio and n < n_chunks - 1 and await self._sleep(resp, pace):
+                cancelled = True
+                break
+        transcript = reply.text if not cancelled else "".join(spoken)
+        self._close_message(resp, item, output_index, previous, transcript, complete=not cancelled)
+
+    async def _function_call(self, resp: _Response, call: FunctionCall) -> None:
+        call_id = call.call_id or ids.call_id()
+        item = {
+            "id": ids.item_id(),
+            "type": "function_call",
+            "object": "realtime.item",
+            "status": "in_progress",
+            "call_id": call_id,
+            "name": call.name,
+            "arguments": "",
+        }
+        output_index, previous = self._open_item(resp, item)
+        ids_ = {"response_id": resp.id, "item_id": item["id"], "output_index": output_index, "call_id": call_id}
+        half = len(call.arguments) // 2
+        for piece in (call.arguments[:half], call.arguments[half:]):
+            if piece:
+                self._emit("response.function_call_arguments.delta", **ids_, delta=piece)
+        self._emit("response.function_call_arguments.done", **ids_, name=call.name, arguments=call.arguments)
+        self._close_item(resp, output_index, {**item, "status": "completed", "arguments": call.arguments}, previous)
+        await asyncio.sleep(0)
+
+    def _finish(self, resp: _Response, failed: dict[str, Any] | None = None) -> None:
+        if resp.done:
+            return
+        resp.done = True
+        if failed is not None:
+            status, details = "failed", {"type": "failed", "error": failed}
+        elif resp.cancel_reason is not None:
+            status, details = "cancelled", {"type": "cancelled", "reason": resp.cancel_reason}
+        else:
+            status, details = "completed", None
+        if self._response is resp:
+            self._response = None
+        usage = _usage(resp)
+        self._emit("response.done", response=self._response_object(resp, status, details, usage))
+        self._emit(
+            "rate_limits.updated",
+            rate_limits=[
+                {
+                    "name": "tokens",
+                    "limit": 15_000_000,
+                    "remaining": 15_000_000 - usage["total_tokens"],
+                    "reset_seconds": 0.001,
+                }
+            ],
+        )
+        if resp.audio_begun and resp.output_stopped and not resp.cleared:
+            self._emit("output_audio_buffer.stopped", response_id=resp.id)
+
+    def _response_object(self, resp: _Response, status: str, details: Any, usage: Any) -> dict[str, Any]:
+        obj = resp.as_object(status, details, usage)
+        obj["conversation_id"] = self.conversation_id if resp.conversation else None
+        return obj
+
+    def _find_response(self, response_id: str) -> _Response | None:
+        for resp in (self._playing, self._response, self._last_response):
+            if resp is not None and resp.id == response_id:
+                return resp
+        return None
+
+    # ------------------------------------------------------------------ echo (WS)
+    def _echo_audio(self, pcm: bytes) -> None:
+        """``echo`` over WS: each append comes straight back as an output delta of one open response."""
+        if self._echo is None:
+            if self._response is not None:
+                return
+            out_cfg = self.session["audio"]["output"]
+            resp = _Response(ids.response_id(), True, ["audio"], None, out_cfg["voice"], out_cfg["format"], "inf")
+            self._echo = self._response = self._last_response = resp
+            self._emit("response.created", response=self._response_object(resp, "in_progress", None, None))
+            self._echo_item, self._echo_index, self._echo_prev = self._open_message(resp)
+        assert self._echo_item is not None
+        self._message_chunk(self._echo, self._echo_item, self._echo_index, "", pcm)
+
+    def _finish_echo(self) -> None:
+        resp, item = self._echo, self._echo_item
+        assert resp is not None and item is not None
+        self._echo, self._echo_item = None, None
+        self._close_message(resp, item, self._echo_index, self._echo_prev, "", complete=True)
+        self._finish(resp)
+
+    # ------------------------------------------------------------------ items
+    def _item_id(self, event: dict[str, Any]) -> str:
+        item_id = event.get("item_id")
+        if not isinstance(item_id, str):
+            raise ClientError("missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id")
+        if item_id not in self.conversation:
+            # Code UNCONFIRMED for the real service; invalid_value is its generic "bad field value" code.
+            raise ClientError("invalid_value", f"Item with item_id '{item_id}' not found.", "item_id")
+        return item_id
+
+    def _normalise_item(self, raw: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        item = copy.deepcopy(raw)
+        kind = item.get("type")
+        audio: bytes | None = None
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "system", "assistant"):
+                raise ClientError("invalid_value", f"Invalid value: '{role}'.", "item.role")
+            content = item.get("content")
+            if not isinstance(content, list):
+                raise ClientError(
+                    "missing_required_parameter", "Missing required parameter: 'item.content'.", "item.content"
+                )
+            allowed = {
+                "user": {"input_text", "input_audio", "input_image"},
+                "system": {"input_text"},
+                "assistant": {"output_text"},
+            }[role]
+            for n, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") not in allowed:
+                    raise ClientError(
+                        "invalid_value", f"Invalid content type for a {role} message.", f"item.content[{n}].type"
+                    )
+                if part["type"] == "input_audio":
+                    if "audio" in part:
+                        try:
+                            audio = b64decode(part.pop("audio"))
+                        except (binascii.Error, ValueError):
+                            raise ClientError(
+                                "invalid_value", "Invalid base64 audio.", f"item.content[{n}].audio"
+                            ) from None
+                    part.setdefault("transcript", None)
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str):
+                raise ClientError(
+                    "missing_required_parameter", "function_call_output needs 'call_id' and 'output'.", "item.call_id"
+                )
+        elif kind == "function_call":
+            if not isinstance(item.get("name"), str):
+                raise ClientError("missing_required_parameter", "Missing required parameter: 'item.name'.", "item.name")
+            item.setdefault("call_id", ids.call_id())
+            item.setdefault("arguments", "")
+        else:
+            raise ClientError("invalid_value", f"Invalid value: '{kind}'.", "item.type")
+        item.setdefault("id", ids.item_id())
+        item["object"] = "realtime.item"
+        item["status"] = "completed"
+        return item, audio
+
+    # ------------------------------------------------------------------ emission
+    def _emit(self, etype: str, **fields: Any) -> None:
+        event = {"type": etype, "event_id": ids.event_id(), **fields}
+        self._record("out", event)
+        if not self._had_listener:
+            if len(self._backlog) >= BACKLOG_MAX:
+                self._backlog.popleft()
+                self.backlog_dropped += 1
+            self._backlog.append(event)
+            return
+        for fn in list(self._listeners):
+            self._deliver_one(fn, event)
+
+    def _deliver_one(self, fn: Listener, event: dict[str, Any]) -> None:
+        try:
+            fn(event)
+        except Exception:  # a broken transport must not take the session down with it
+            log.exception("session %s: listener failed on %s", self.id, event.get("type"))
+
+    def _error(self, code: str | None, message: str, param: str | None = None, event_id: str | None = None) -> None:
+        self._emit(
+            "error",
+            error={
+                "type": "invalid_request_error",
+                "code": code,
+                "message": message,
+                "param": param,
+                "event_id": event_id,
+            },
+        )
+
+    def _record(self, direction: Literal["in", "out"], event: Any, via: str | None = None) -> None:
+        if self._log is not None:
+            self._log.record(direction, via or self.transport, self.id, event)
+
+    # ------------------------------------------------------------------ lifetime
+    def _expire(self) -> None:
+        minutes = self.config.session_max_seconds / 60
+        shown = f"{minutes:g}" if minutes >= 1 else f"{minutes:.3g}"
+        message = f"Your session hit the maximum duration of {shown} minutes."
+        self._emit(
+            "error",
+            error={
+                "type": "invalid_request_error",
+                "code": "session_expired",
+                "message": message,
+                "param": None,
+                "event_id": None,
+            },
+        )
+        for resp in (self._response, self._echo):
+            if resp is not None:
+                self._cancel(resp, "client_cancelled")
+        self._close(1001, message)
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self.close_code, self.close_reason = code, reason
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._closed.set()
+
+
+def _split_words(text: str) -> list[str]:
+    """Transcript deltas: words with their following space, as the model streams them."""
+    if not text:
+        return []
+    parts = text.split(" ")
+    return [p + " " for p in parts[:-1]] + [parts[-1]] if parts[-1] else [p + " " for p in parts[:-1]]
+
+
+def _usage(resp: _Response) -> dict[str, Any]:
+    audio_tokens = int(resp.audio_bytes / BYTES_PER_MS / 50)  # ~1 output audio token per 50 ms
+    text_tokens = max(1, resp.text_chars // 4) if resp.text_chars else 0
+    out_tokens = audio_tokens + text_tokens
+    in_tokens = 120
+    return {
+        "total_tokens": in_tokens + out_tokens,
+        "input_tokens": in_tokens,
+        "output_tokens": out_tokens,
+        "input_token_details": {
+            "text_tokens": in_tokens,
+            "audio_tokens": 0,
+            "image_tokens": 0,
+            "cached_tokens": 0,
+            "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+        },
+        "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
+    }

@@ -1,0 +1,172 @@
+"""REST routes: client secrets, WebRTC calls, hangup (PROTOCOL.md 1.1, 2.1, 2.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from bridge.emulator.auth import bearer, invalid_key_error
+from bridge.emulator.session import SessionError, default_session, merge_session
+from bridge.emulator.state import STATE, EmulatorState
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, message: str, code: str | None, param: str | None = None, etype: str = "invalid_request_error"
+) -> web.Response:
+    body = {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    return web.json_response(body, status=status)
+
+
+def unauthorized(key: str | None) -> web.Response:
+    return web.json_response({"error": invalid_key_error(key)}, status=401)
+
+
+def _session_for(state: EmulatorState, request_session: Any) -> dict[str, Any]:
+    """A full session object from a ``RealtimeSessionCreateRequestGA`` (raises SessionError)."""
+    if request_session is None:
+        return default_session(state.config.default_model)
+    if not isinstance(request_session, dict):
+        raise SessionError("invalid_type", "Invalid type for 'session': expected an object.", "session")
+    model = request_session.get("model", state.config.default_model)
+    base = default_session(model if isinstance(model, str) else state.config.default_model)
+    return merge_session(base, {"type": "realtime", **request_session, "model": base["model"]})
+
+
+async def client_secrets(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    key = bearer(request.headers.get("Authorization"))
+    if not state.keys.is_api_key(key):
+        return unauthorized(key)
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except json.JSONDecodeError:
+        return error_response(400, "We could not parse the JSON body of your request.", "invalid_json")
+    if not isinstance(body, dict):
+        return error_response(400, "Expected a JSON object.", "invalid_type")
+    unknown = set(body) - {"expires_after", "session"}
+    if unknown:
+        name = sorted(unknown)[0]
+        return error_response(400, f"Unknown parameter: '{name}'.", "unknown_parameter", name)
+    cfg = state.config
+    expires = body.get("expires_after") or {}
+    seconds = expires.get("seconds", cfg.ek_ttl_default) if isinstance(expires, dict) else None
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        return error_response(400, "Invalid 'expires_after.seconds'.", "invalid_type", "expires_after.seconds")
+    if seconds < cfg.ek_ttl_min:
+        return error_response(
+            400,
+            f"Invalid 'expires_after.seconds': Expected a value >= {cfg.ek_ttl_min}.",
+            "integer_below_min_value",
+            "expires_after.seconds",
+        )
+    if seconds > cfg.ek_ttl_max:
+        return error_response(
+            400,
+            f"Invalid 'expires_after.seconds': Expected a value <= {cfg.ek_ttl_max}.",
+            "integer_above_max_value",
+            "expires_after.seconds",
+        )
+    session_req = body.get("session")
+    if isinstance(session_req, dict) and session_req.get("type", "realtime") != "realtime":
+        return error_response(400, "Only realtime sessions are emulated.", "invalid_value", "session.type")
+    try:
+        session = _session_for(state, session_req)
+    except SessionError as err:
+        return error_response(400, err.message, err.code, err.param)
+    secret = state.keys.mint(seconds, session)
+    state.log.record("out", "rest", session["id"], {"type": "client_secret", "expires_at": secret.expires_at})
+    return web.json_response({"value": secret.value, "expires_at": secret.expires_at, "session": session})
+
+
+async def _read_offer(request: web.Request) -> tuple[str, Any]:
+    """(sdp, session request or None) from an ``application/sdp`` body or the multipart form."""
+    ctype = request.content_type
+    if ctype == "application/sdp":
+        return await request.text(), None
+    if ctype == "multipart/form-data":
+        sdp, session = None, None
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "sdp":
+                sdp = await part.text()
+            elif part.name == "session":
+                session = json.loads(await part.text())
+            else:
+                raise SessionError("unknown_parameter", f"Unknown parameter: '{part.name}'.", part.name)
+        if sdp is None:
+            raise SessionError("missing_required_parameter", "Missing required parameter: 'sdp'.", "sdp")
+        return sdp, session
+    raise SessionError(
+        "invalid_request_error",
+        f"Unsupported Content-Type {ctype!r}: use application/sdp or multipart/form-data.",
+        None,
+    )
+
+
+async def create_call(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    key = bearer(request.headers.get("Authorization"))
+    secret = state.keys.secret(key)
+    is_api_key = state.keys.is_api_key(key)
+    if secret is None and not is_api_key:
+        return unauthorized(key)
+    try:
+        sdp, session_req = await _read_offer(request)
+        if secret is not None:  # an ephemeral key carries its session (PROTOCOL.md 2.1)
+            session = merge_session(default_session(secret.session["model"]), _strip(secret.session))
+        else:
+            session = _session_for(state, session_req)
+    except SessionError as err:
+        return error_response(400, err.message, err.code, err.param)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return error_response(400, "The 'session' part is not valid JSON.", "invalid_json", "session")
+    if "m=" not in sdp:
+        return error_response(400, "Invalid SDP offer.", "invalid_offer", "sdp")
+    try:
+        from bridge.emulator import webrtc
+    except ImportError:
+        log.error("WebRTC answerer (bridge.emulator.webrtc) is not available")
+        return error_response(500, "WebRTC is not available in this emulator build.", None, None, "server_error")
+    engine = state.new_engine(session, "webrtc")
+    engine.start()
+    try:
+        async with asyncio.timeout(10):
+            answer, call = await webrtc.create_call(sdp, engine, state.config)
+    except Exception:
+        log.exception("answering a WebRTC offer failed")
+        state.engines.discard(engine)
+        await engine.aclose()
+        return error_response(500, "Failed to answer the SDP offer.", None, None, "server_error")
+    state.calls[call.id] = call
+    state.log.record("out", "rest", engine.id, {"type": "call.created", "call_id": call.id})
+    return web.Response(
+        status=201, text=answer, content_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call.id}"}
+    )
+
+
+def _strip(session: dict[str, Any]) -> dict[str, Any]:
+    """A stored full session as an update request (read-only fields dropped)."""
+    return {k: v for k, v in session.items() if k not in ("id", "object", "expires_at")}
+
+
+async def hangup(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    key = bearer(request.headers.get("Authorization"))
+    if not state.keys.is_api_key(key) and state.keys.secret(key) is None:
+        return unauthorized(key)
+    call_id = request.match_info["call_id"]
+    call = state.calls.pop(call_id, None)
+    if call is None:
+        return error_response(404, f"Call '{call_id}' not found.", "call_not_found", "call_id")
+    state.log.record("in", "rest", call.engine.id, {"type": "call.hangup", "call_id": call_id})
+    await call.aclose()
+    state.engines.discard(call.engine)
+    return web.Response(status=200)
