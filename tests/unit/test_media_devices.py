@@ -1,0 +1,132 @@
+"""Device lookup, the PortAudio guard, `bridge devices` output and the streaming resampler (no sound card)."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import sys
+
+import numpy as np
+import pytest
+
+from bridge.app import devices as app_devices
+from bridge.errors import AudioError
+from bridge.media import devices
+from bridge.media.devices import DeviceInfo
+from bridge.media.resample import LinearResampler, to_mono
+
+
+def dev(index: int, name: str, ins: int = 2, outs: int = 2, d_in: bool = False, d_out: bool = False) -> DeviceInfo:
+    return DeviceInfo(index, name, "ALSA", ins, outs, 48000.0, d_in, d_out)
+
+
+FAKE = [
+    dev(0, "HDA Intel PCH: ALC3246 Analog (hw:0,0)", d_in=True, d_out=True),
+    dev(1, "USB Headset: Audio (hw:1,0)"),
+    dev(2, "pulse"),
+    dev(3, "Monitor of USB Headset", ins=2, outs=0),
+    dev(4, "HDMI 0 (hw:0,3)", ins=0, outs=8),
+]
+
+
+@pytest.fixture
+def fake_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "list_devices", lambda: list(FAKE))
+
+
+@pytest.mark.usefixtures("fake_devices")
+def test_resolve_by_index_name_and_default() -> None:
+    assert devices.resolve_device(None, "input") is None
+    assert devices.resolve_device("", "output") is None
+    assert devices.resolve_device("1", "input") == 1
+    assert devices.resolve_device(4, "output") == 4
+    assert devices.resolve_device("PULSE", "output") == 2
+    assert devices.resolve_device("hdmi", "output") == 4
+    assert devices.resolve_device("monitor", "input") == 3
+
+
+@pytest.mark.usefixtures("fake_devices")
+def test_resolve_errors_list_candidates() -> None:
+    with pytest.raises(AudioError, match=r"ambiguous: \[1\] USB Headset.*\[3\] Monitor of USB Headset"):
+        devices.resolve_device("usb headset", "input")
+    assert devices.resolve_device("usb headset", "output") == 1  # the monitor has no outputs
+    with pytest.raises(AudioError, match=r"no input device matches 'hdmi'; input devices: \[0\]"):
+        devices.resolve_device("hdmi", "input")
+    with pytest.raises(AudioError, match="no output device with index 3"):
+        devices.resolve_device("3", "output")
+
+
+def test_resolve_with_no_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    with pytest.raises(AudioError, match="no audio input devices found"):
+        devices.resolve_device(None, "input")
+
+
+def test_missing_portaudio_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: object, **kwargs: object) -> object:
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(AudioError, match="PortAudio is missing: apt-get install libportaudio2"):
+        devices.sounddevice_module()
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert app_devices.main(None) == 1
+    assert err.getvalue().strip() == "bridge devices: error: PortAudio is missing: apt-get install libportaudio2"
+
+
+def test_devices_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_devices, "list_devices", lambda: list(FAKE))
+    out = io.StringIO()
+    assert app_devices.main(None, out) == 0
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].split() == ["#", "name", "host", "API", "rate", "in", "out"]
+    assert lines[1].startswith("><") and "HDA Intel PCH" in lines[1] and "48000" in lines[1]
+    assert "HDMI 0 (hw:0,3)" in text and "4 input and 4 output devices" in text
+
+
+def test_devices_none_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_devices, "list_devices", lambda: [])
+    out = io.StringIO()
+    assert app_devices.main(None, out) == 0
+    assert "no audio devices found" in out.getvalue()
+
+
+@pytest.mark.parametrize(("src", "dst"), [(44_100, 48_000), (48_000, 44_100), (16_000, 48_000), (48_000, 96_000)])
+def test_resampler_streams_without_drift(src: int, dst: int) -> None:
+    rs = LinearResampler(src, dst)
+    x = (10_000 * np.sin(2 * np.pi * 440 * np.arange(src) / src)).astype(np.int16)  # 1 s
+    rng = np.random.default_rng(0)
+    parts, pos = [], 0
+    while pos < len(x):
+        n = int(rng.integers(1, 700))
+        parts.append(rs.process(x[pos : pos + n]))
+        pos += n
+    y = np.concatenate(parts)
+    assert 0 <= dst - len(y) <= dst // src + 1  # the last fraction of an input sample waits for more input
+    ref = 10_000 * np.sin(2 * np.pi * 440 * np.arange(len(y)) / dst)
+    # No delay (the first output sits on the first input); linear interpolation error is small at 440 Hz.
+    assert np.max(np.abs(y - ref)) < 150
+
+
+def test_resampler_inputs_needed_is_enough() -> None:
+    rs = LinearResampler(48_000, 44_100)
+    total = 0
+    for _ in range(200):
+        need = rs.inputs_needed(441)
+        got = rs.process(np.zeros(need, np.int16))
+        assert len(got) >= 441 - 1
+        total += len(got)
+    assert total == pytest.approx(200 * 441, abs=2)
+
+
+def test_to_mono() -> None:
+    st = np.array([[100, 300], [-100, -300]], np.int16)
+    np.testing.assert_array_equal(to_mono(st), [200, -200])
+    np.testing.assert_array_equal(to_mono(st[:, :1]), [100, -100])

@@ -1,0 +1,230 @@
+"""PlayoutBuffer: exact accounting, flush within one block, the discard gate, bounds and drift control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.media.playout import PlayoutBuffer, PlayoutEvent
+
+BLOCK = 480
+
+
+def ramp(n: int, start: int = 1) -> np.ndarray:
+    """Distinct non-zero samples, so any misplaced sample shows."""
+    return ((np.arange(n) + start) % 30000 + 1).astype(np.int16)
+
+
+def pull_all(buf: PlayoutBuffer, sizes: list[int]) -> np.ndarray:
+    return np.concatenate([buf.pull(n) for n in sizes]) if sizes else np.zeros(0, np.int16)
+
+
+def test_push_pull_exact_across_odd_sizes() -> None:
+    rng = np.random.default_rng(1)
+    buf = PlayoutBuffer()
+    data = ramp(20_000)
+    pos = 0
+    while pos < len(data):
+        n = int(rng.integers(1, 1500))
+        assert buf.push(data[pos : pos + n], "a") == len(data[pos : pos + n])
+        pos += n
+    sizes = [int(x) for x in rng.integers(1, 777, 60)]
+    out = pull_all(buf, sizes)
+    total = sum(sizes)
+    assert total > len(data)
+    np.testing.assert_array_equal(out[: len(data)], data)
+    assert not out[len(data) :].any()
+    assert buf.queued_samples == 0
+    assert buf.handed_ms("a") == pytest.approx(len(data) / 48)
+
+
+def test_items_play_in_order_and_are_counted_separately() -> None:
+    buf = PlayoutBuffer()
+    buf.push(ramp(1000), "a")
+    buf.push(ramp(500, 5), "b", 1)
+    buf.pull(1200)
+    assert buf.handed_ms("a") == pytest.approx(1000 / 48)
+    assert buf.handed_ms("b", 1) == pytest.approx(200 / 48)
+    assert buf.received_ms("b", 1) == pytest.approx(500 / 48)
+
+
+def test_flush_fades_within_one_block_then_silence() -> None:
+    buf = PlayoutBuffer()
+    tone = np.full(48_000, 20_000, dtype=np.int16)
+    buf.push(tone, "a")
+    for _ in range(10):
+        buf.pull(BLOCK)
+    result = buf.flush(fade_ms=5)
+    assert result.fade_samples == 240
+    assert result.dropped_samples == 48_000 - 10 * BLOCK - 240
+    assert ("a", 0) in result.items
+    nxt = buf.pull(BLOCK)
+    fade = nxt[:240].astype(np.int32)
+    assert (fade[:-1] > 0).all() and (np.diff(fade) <= 0).all() and fade[0] <= 20_000
+    assert not nxt[240:].any()
+    assert not pull_all(buf, [BLOCK] * 20).any()
+    assert buf.queued_samples == 0
+
+
+def test_flush_stop_time_and_events() -> None:
+    events: list[PlayoutEvent] = []
+    buf = PlayoutBuffer(listener=events.append)
+    buf.set_output_latency(0.02)
+    buf.push(np.full(9600, 1000, np.int16), "a")
+    buf.pull(BLOCK)
+    assert [e.kind for e in events] == ["first_sample"]
+    res = buf.flush(fade_ms=5)
+    assert res.stopped_at is None
+    buf.pull(BLOCK)
+    assert res.stopped_at is not None and events[-1].kind == "stopped"
+    # Silent after the 5 ms fade plus what the device still holds (20 ms), measured from the pull.
+    assert res.stopped_at - res.requested_at == pytest.approx(0.025, abs=0.005)
+
+
+def test_flush_with_nothing_queued() -> None:
+    buf = PlayoutBuffer()
+    res = buf.flush()
+    assert res.dropped_samples == 0 and res.fade_samples == 0 and res.stopped_at is not None
+    assert not buf.pull(BLOCK).any()
+
+
+def test_late_pushes_of_a_flushed_item_are_discarded() -> None:
+    buf = PlayoutBuffer()
+    buf.push(ramp(4800), "a")
+    buf.pull(BLOCK)
+    buf.flush(fade_ms=0)
+    assert buf.is_gated("a")
+    assert buf.push(ramp(4800), "a") == 0
+    assert buf.counters.gated_dropped == 4800
+    assert not buf.pull(BLOCK).any()
+    # The next response plays normally.
+    assert buf.push(ramp(960), "b") == 960
+    np.testing.assert_array_equal(buf.pull(960), ramp(960))
+
+
+def test_drop_item_keeps_other_items() -> None:
+    buf = PlayoutBuffer()
+    buf.push(ramp(960), "a")
+    buf.push(ramp(960, 7), "b")
+    buf.push(ramp(960), "a")
+    res = buf.drop_item("b")
+    assert res.dropped_samples == 960
+    assert buf.push(ramp(10), "b") == 0
+    np.testing.assert_array_equal(buf.pull(1920), np.concatenate([ramp(960), ramp(960)]))
+
+
+def test_played_ms_exact_and_latency_corrected() -> None:
+    buf = PlayoutBuffer()
+    buf.push(ramp(48_000), "a")
+    for _ in range(30):
+        buf.pull(BLOCK)
+    st = buf.stats("a")
+    assert st is not None and st.last_handed is not None
+    assert buf.played_ms("a", now=st.last_handed) == pytest.approx(300.0)
+    buf.set_output_latency(0.05)
+    assert buf.played_ms("a", now=st.last_handed) == pytest.approx(250.0)
+    assert buf.played_ms("a", now=st.last_handed + 0.02) == pytest.approx(270.0)
+    assert buf.played_ms("a", now=st.last_handed + 1.0) == pytest.approx(300.0)
+    assert buf.played_ms("unknown") == 0.0
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_bounded_overflow(policy: str) -> None:
+    buf = PlayoutBuffer(max_ms=100, overflow=policy)  # type: ignore[arg-type]
+    data = ramp(9600)
+    buf.push(data, "a")
+    assert buf.queued_samples == 4800
+    assert buf.counters.overflow_dropped == 4800
+    out = buf.pull(4800)
+    expected = data[4800:] if policy == "drop_oldest" else data[:4800]
+    np.testing.assert_array_equal(out, expected)
+
+
+def _run_producer(buf: PlayoutBuffer, ratio: float, pulls: int, gap: range | None = None) -> list[int]:
+    """Producer pushes 20 ms frames at ``ratio`` x the consumer's 10 ms pull rate; returns depth per pull."""
+    owed = 0.0
+    frame = np.full(960, 100, np.int16)
+    depths = []
+    for i in range(pulls):
+        owed += BLOCK * ratio
+        while owed >= 960:
+            owed -= 960
+            if gap is None or i not in gap:
+                buf.push(frame, "a")
+        buf.pull(BLOCK)
+        depths.append(buf.queued_samples)
+    return depths
+
+
+def test_drift_control_keeps_depth_near_target() -> None:
+    buf = PlayoutBuffer(target_ms=20)
+    depths = _run_producer(buf, 1.01, 6000)  # 60 s with the producer 1 % fast
+    assert max(depths[1000:]) <= (20 + 20 + 10) * 48
+    assert buf.counters.drift_dropped > 0
+    plain = PlayoutBuffer()
+    grown = _run_producer(plain, 1.01, 6000)
+    assert grown[-1] > 500 * 48  # without drift control latency grows without bound
+
+
+def test_underrun_is_silence_and_adds_no_delay() -> None:
+    buf = PlayoutBuffer(target_ms=20)
+    before = _run_producer(buf, 1.0, 200)
+    after = _run_producer(buf, 1.0, 400, gap=range(100, 110))  # producer stalls 100 ms
+    assert buf.counters.underruns >= 1
+    assert max(after[150:]) <= max(before[50:])
+
+
+def test_hard_excess_dropped_at_once() -> None:
+    buf = PlayoutBuffer(target_ms=20, hard_excess_ms=200)
+    buf.push(np.full(48_000, 5, np.int16), "a")  # a 1 s burst after a stall
+    buf.pull(BLOCK)
+    assert buf.queued_ms <= 20 + 1
+
+
+def test_end_item_dry_is_not_an_underrun() -> None:
+    buf = PlayoutBuffer()
+    buf.push(ramp(960), "a")
+    buf.end_item("a")
+    pull_all(buf, [BLOCK] * 4)
+    assert buf.counters.underruns == 0
+    buf.push(ramp(960), "b")
+    pull_all(buf, [BLOCK] * 4)
+    assert buf.counters.underruns == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    chunks=st.lists(st.integers(1, 3000), min_size=1, max_size=20),
+    pulls=st.lists(st.integers(1, 1000), min_size=1, max_size=30),
+    after=st.lists(st.integers(1, 1000), min_size=1, max_size=5),
+    fade_ms=st.integers(0, 10),
+)
+def test_property_played_and_flush(chunks: list[int], pulls: list[int], after: list[int], fade_ms: int) -> None:
+    buf = PlayoutBuffer(max_ms=60_000)
+    items = ["a", "b", "c"]
+    sent: list[str] = []
+    for i, n in enumerate(chunks):
+        item = items[i * len(items) // len(chunks)]
+        buf.push(np.full(n, 1000, np.int16), item)
+        sent.extend([item] * n)
+    out = pull_all(buf, pulls)
+    played = min(len(sent), sum(pulls))
+    for item in items:
+        want = sent[:played].count(item)
+        assert buf.handed_ms(item) == pytest.approx(want / 48)
+        assert buf.played_ms(item, now=1e12) == pytest.approx(want / 48)
+        assert buf.played_ms(item) <= buf.received_ms(item)
+    np.testing.assert_array_equal(out != 0, np.arange(len(out)) < played)
+    res = buf.flush(fade_ms=fade_ms)
+    remaining = len(sent) - played
+    assert res.fade_samples == min(remaining, fade_ms * 48)
+    assert res.dropped_samples == remaining - res.fade_samples
+    tail = pull_all(buf, after)
+    nz = np.flatnonzero(tail)
+    assert len(nz) == 0 or nz[-1] < fade_ms * 48
+    unplayed = set(sent[played:])
+    assert unplayed <= {k[0] for k in res.items}
+    for key in res.items:  # everything queued or playing at the flush is gated
+        assert buf.push(np.full(10, 1, np.int16), key[0]) == 0

@@ -1,0 +1,63 @@
+"""MicTrack: 20 ms s16 mono 48 kHz frames, pts in samples, paced by the source, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from bridge.errors import AudioError
+from bridge.media.paced import PacedSource
+from bridge.media.track import MicTrack
+
+
+class Counting(PacedSource):
+    """Frame k is filled with k + 1, so reordering or loss shows."""
+
+    def _frame(self, index: int) -> np.ndarray:
+        return np.full(960, index + 1, np.int16)
+
+
+async def test_frames_are_paced_and_stamped() -> None:
+    src = Counting()
+    track = MicTrack(src)
+    frames = [await track.recv() for _ in range(10)]
+    assert src.start_mono is not None
+    elapsed = time.monotonic() - src.start_mono
+    assert elapsed == pytest.approx(0.2, abs=0.03)
+    for k, f in enumerate(frames):
+        assert f.pts == 960 * k
+        assert f.sample_rate == 48_000 and f.samples == 960
+        assert f.time_base == fractions.Fraction(1, 48_000)
+        assert f.format.name == "s16" and f.layout.name == "mono"
+        assert (f.to_ndarray() == k + 1).all()
+    await track.aclose()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+async def test_lagging_sender_drops_oldest_and_pts_follow_time() -> None:
+    src = Counting()
+    track = MicTrack(src, max_frames=3)
+    await track.recv()
+    await asyncio.sleep(0.2)  # the sender stalls for 10 frames
+    f = await track.recv()
+    assert track.dropped >= 5
+    assert f.pts >= 960 * 7  # newest frames kept, timeline intact
+    assert (f.to_ndarray() == f.pts // 960 + 1).all()
+    await track.aclose()
+
+
+async def test_source_failure_ends_the_track() -> None:
+    class Broken(PacedSource):
+        async def read(self) -> np.ndarray:
+            raise AudioError("unplugged")
+
+    track = MicTrack(Broken())
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(track.recv(), 2)
+    await track.aclose()
