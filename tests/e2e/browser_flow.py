@@ -1,0 +1,207 @@
+"""The browser end-to-end flow, run as a script INSIDE a loopback-only network namespace.
+
+``tests/e2e/test_server_browser.py`` creates the namespace and runs ``ip netns exec NS python this.py``.
+Here we start ``bridge emulate`` (script behaviour) and ``bridge serve`` against it, then drive Debian's
+Chromium with Playwright: refused token, connect, speak (fake mic), events + transcript, a typed
+message, a function call, an injected error event, disconnect, reconnect with a greeting.
+Exit status 0 means every step passed; otherwise the last line says which step failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from playwright.sync_api import Page, expect, sync_playwright
+
+EMU_PORT = 8765
+SERVE_PORT = 8080
+API_KEY = "sk-e2e-SECRET-5f1d8c2a9b7e4d3c"
+ACCESS_TOKEN = "e2e-access-token"
+CHROMIUM = "/usr/bin/chromium"
+STEP_TIMEOUT_MS = 20_000
+
+SCRIPT = {
+    "turns": [
+        {"user": "hello, what's the weather like today", "text": "It is sunny in the emulator.", "seconds": 1.0},
+        {"function_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+        {"error": {"code": "server_error", "type": "server_error", "message": "Injected failure for the test."}},
+    ]
+}
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited early with {proc.returncode}: {proc.args}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never opened")
+
+
+def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
+    script = work / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_BASE_URL", None)
+    emu = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "emulate", "--port", str(EMU_PORT), "--behaviour", f"script:{script}",
+         "--think-ms", "100", "--log", str(work / "emulator.jsonl")],
+        stdout=open(work / "emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v",
+         "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN],
+        stdout=open(work / "serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    wait_port(EMU_PORT, emu, deadline)
+    wait_port(SERVE_PORT, serve, deadline)
+    return [emu, serve]
+
+
+def step(name: str) -> None:
+    print(f"step: {name}", flush=True)
+
+
+def log_has(page: Page, event_type: str) -> None:
+    expect(page.locator(f'#log li[data-type="{event_type}"]').first).to_be_attached(timeout=STEP_TIMEOUT_MS)
+
+
+def transcript_turn(page: Page, cls: str, text: str) -> None:
+    expect(page.locator(f"#transcript li.turn-{cls}", has_text=text).first).to_be_attached(timeout=STEP_TIMEOUT_MS)
+
+
+def flow(page: Page, base: str, screenshot: Path) -> None:
+    page.goto(base)
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle")
+    expect(page.locator("#text")).to_be_disabled()
+
+    step("refused access token shows the error box")
+    expect(page.locator("#token-field")).to_be_visible()
+    page.fill("#token", "wrong-token")
+    page.click("#connect")
+    expect(page.locator("#errors")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#error-list")).to_contain_text("access token was refused")
+    expect(page.locator("#state")).to_have_attribute("data-state", "failed")
+    page.click("#dismiss")
+    expect(page.locator("#errors")).to_be_hidden()
+
+    step("connect")
+    page.fill("#token", ACCESS_TOKEN)
+    page.click("#connect")
+    expect(page.locator("#state")).to_have_attribute("data-state", "live", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#text")).to_be_enabled()
+    log_has(page, "session.created")
+
+    step("speak through the fake microphone: VAD turn, transcription, spoken reply")
+    log_has(page, "input_audio_buffer.speech_started")
+    log_has(page, "conversation.item.input_audio_transcription.completed")
+    log_has(page, "output_audio_buffer.started")
+    log_has(page, "response.done")
+    page.click("#menu")
+    expect(page.locator("#drawer")).to_be_visible()
+    transcript_turn(page, "user", "weather like today")
+    transcript_turn(page, "assistant", "It is sunny in the emulator.")
+    expect(page.locator("#latency")).to_contain_text(" ms")
+    page.keyboard.press("Escape")
+    expect(page.locator("#drawer")).to_be_hidden()
+
+    step("typed message -> function call shown by name")
+    page.fill("#text", "What is the weather in Paris?")
+    page.press("#text", "Enter")
+    log_has(page, "response.function_call_arguments.done")
+    transcript_turn(page, "user", "What is the weather in Paris?")
+    transcript_turn(page, "function_call", "get_weather")
+
+    step("typed message -> injected error event in the error box")
+    page.fill("#text", "Please fail now.")
+    page.click("#send")
+    expect(page.locator("#errors")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#error-list")).to_contain_text("Injected failure for the test.")
+    log_has(page, "error")
+
+    step("screenshot")
+    page.click("#menu")
+    page.locator('#log li[data-type="session.created"] summary').click()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screenshot))
+    page.click("#close-drawer")
+    page.click("#dismiss")
+
+    step("disconnect")
+    page.click("#disconnect")
+    expect(page.locator("#state")).to_have_attribute("data-state", "closed", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#text")).to_be_disabled()
+    expect(page.locator("#connect")).to_be_enabled()
+
+    step("reconnect with a greeting")
+    page.fill("#greeting", "Hello again!")
+    page.click("#connect")
+    expect(page.locator("#state")).to_have_attribute("data-state", "live", timeout=STEP_TIMEOUT_MS)
+    page.click("#menu")
+    transcript_turn(page, "user", "Hello again!")
+    log_has(page, "response.done")
+    page.click("#close-drawer")
+    page.click("#disconnect")
+    expect(page.locator("#state")).to_have_attribute("data-state", "closed", timeout=STEP_TIMEOUT_MS)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--wav", required=True, type=Path)
+    parser.add_argument("--screenshot", required=True, type=Path)
+    args = parser.parse_args()
+    procs = start_servers(args.work)
+    page_errors: list[str] = []
+    try:
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                str(args.work / "profile"),
+                executable_path=CHROMIUM,
+                headless=True,
+                viewport={"width": 1280, "height": 800},
+                args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-audio-capture={args.wav}%noloop",
+                    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+                ],
+            )  # fmt: skip
+            page = context.pages[0] if context.pages else context.new_page()
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.on("console", lambda msg: print(f"console.{msg.type}: {msg.text}", flush=True))
+            try:
+                flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
+            finally:
+                events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
+                print("events seen:", " ".join(events), flush=True)
+                context.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if page_errors:
+        print("page errors:", page_errors, flush=True)
+        return 1
+    print("browser flow: OK", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
