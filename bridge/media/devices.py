@@ -165,8 +165,11 @@ def _device_name(sd: Any, device: int | None, kind: Kind) -> str:
 class DeviceSource:
     """A microphone through ``sd.InputStream``: 20 ms frames, drop-oldest queue of ``queue_frames``."""
 
-    def __init__(self, device: str | int | None = None, *, queue_frames: int = 10, latency: str = "low") -> None:
+    def __init__(
+        self, device: str | int | None = None, *, queue_frames: int = 10, latency: str = "low", block_ms: int = 10
+    ) -> None:
         self.device = device
+        self.block_ms = block_ms
         self.latency_hint = latency
         self.dropped = 0
         self.status_flags = 0
@@ -203,7 +206,9 @@ class DeviceSource:
                 samplerate=self.rate,
                 channels=self.channels,
                 dtype="int16",
-                blocksize=self.rate * 20 // 1000,
+                # 10 ms blocks: PortAudio/ALSA buffers two blocks, so this halves input latency
+                # against 20 ms blocks (measured via PulseAudio: 20 ms vs 40 ms); frames are re-cut to 20 ms.
+                blocksize=self.rate * self.block_ms // 1000,
                 latency=self.latency_hint,
                 callback=self._callback,
                 finished_callback=self._finished,
