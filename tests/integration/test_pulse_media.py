@@ -20,7 +20,11 @@ import pytest
 
 from bridge.media import DeviceSink, DeviceSource, PlayoutBuffer
 from bridge.media.devices import list_devices
-from tests.pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # noqa: F401
+
+try:
+    from tests.pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # noqa: F401
+except ModuleNotFoundError:  # plain `pytest` puts tests/ (the conftest's dir), not the repo, on sys.path
+    from pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # type: ignore[no-redef]  # noqa: F401
 
 pytestmark = [pytest.mark.pulseaudio, pytest.mark.timeout(60)]
 RATE = 48_000
