@@ -96,6 +96,9 @@ class PlayoutCounters:
 class PlayoutBuffer:
     """Bounded, thread-safe queue of tagged 48 kHz mono int16 audio. See the module docstring.
 
+    ``max_ms`` bounds the queue (60 s = 5.8 MB); ``overflow`` defaults to ``drop_newest`` in queue mode
+    and ``drop_oldest`` in low-latency mode (``target_ms`` set); ``counters.overflow_dropped`` counts both.
+
     ``listener`` (optional) is called from the SINK's thread, outside the lock: keep it cheap and hop to
     the event loop with ``loop.call_soon_threadsafe``.
     """
@@ -103,8 +106,8 @@ class PlayoutBuffer:
     def __init__(
         self,
         *,
-        max_ms: float = 10_000,
-        overflow: Overflow = "drop_oldest",
+        max_ms: float = 60_000,
+        overflow: Overflow | None = None,
         target_ms: float | None = None,
         drift_window_ms: float = 400,
         drift_tolerance_ms: float = 2,
@@ -113,7 +116,9 @@ class PlayoutBuffer:
         listener: Callable[[PlayoutEvent], None] | None = None,
     ) -> None:
         self.capacity = int(max_ms * SAMPLES_PER_MS)
-        self.overflow: Overflow = overflow
+        # Queue mode (WS: deltas arrive faster than real time) keeps what is playing and rejects the
+        # excess; low-latency mode (WebRTC, real-time producer) keeps the newest audio.
+        self.overflow: Overflow = overflow or ("drop_newest" if target_ms is None else "drop_oldest")
         self.target = None if target_ms is None else int(target_ms * SAMPLES_PER_MS)
         self._drift_window = int(drift_window_ms * SAMPLES_PER_MS)
         self._drift_tolerance = int(drift_tolerance_ms * SAMPLES_PER_MS)

@@ -142,6 +142,11 @@ def test_bounded_overflow(policy: str) -> None:
     np.testing.assert_array_equal(out, expected)
 
 
+def test_overflow_default_depends_on_mode() -> None:
+    assert PlayoutBuffer().overflow == "drop_newest"
+    assert PlayoutBuffer(target_ms=20).overflow == "drop_oldest"
+
+
 def _run_producer(buf: PlayoutBuffer, ratio: float, pulls: int, gap: range | None = None) -> list[int]:
     """Producer pushes 20 ms frames at ``ratio`` x the consumer's 10 ms pull rate; returns depth per pull."""
     owed = 0.0
