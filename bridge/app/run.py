@@ -195,6 +195,9 @@ def _device_times(source: Any, sink: Any) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace) -> int:
+    # PortAudio's callback thread needs the GIL promptly; the default 5 ms switch interval can starve it
+    # on a 2-core machine and cause underruns.
+    sys.setswitchinterval(0.001)
     t0 = time.perf_counter()
     code = asyncio.run(amain(args))
     log.info("bridge run finished after %.1f s", time.perf_counter() - t0)
