@@ -52,6 +52,10 @@ async def _on_shutdown(app: web.Application) -> None:
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     yield
     state = app[STATE]
+    for task in list(state.tasks):
+        task.cancel()
+    if state.tasks:
+        await asyncio.gather(*state.tasks, return_exceptions=True)
     engines = list(state.engines)
     state.engines.clear()
     if engines:

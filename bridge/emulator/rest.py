@@ -146,6 +146,7 @@ async def create_call(request: web.Request) -> web.Response:
         await engine.aclose()
         return error_response(500, "Failed to answer the SDP offer.", None, None, "server_error")
     state.calls[call.id] = call
+    state.watch_call(call)
     state.log.record("out", "rest", engine.id, {"type": "call.created", "call_id": call.id})
     return web.Response(
         status=201, text=answer, content_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call.id}"}
