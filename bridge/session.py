@@ -59,6 +59,12 @@ class Playout(Protocol):
     def queued_ms(self) -> float: ...
 
 
+class FunctionCallHandler(Protocol):
+    """Runs tools and handoffs (``bridge.agents``). Called in the runtime's TaskGroup for each call."""
+
+    async def on_function_call(self, call: ev.FunctionCall, runtime: Runtime) -> None: ...
+
+
 class Console(Protocol):
     def line(self, who: str, text: str) -> None: ...
     def error(self, text: str) -> None: ...
@@ -122,8 +128,10 @@ class Runtime:
         transcript: TranscriptWriter,
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tools: FunctionCallHandler | None = None,
     ) -> None:
         self.link = link
+        self.tools = tools
         self.playout = playout
         self.transcript = transcript
         self.console = console or PrintConsole()
@@ -163,6 +171,10 @@ class Runtime:
         """The first microphone frame left: the origin of the server's input-audio timeline."""
         if self.mic_t0 is None:
             self.mic_t0 = self.clock()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Send a client event (tools and handoffs use this)."""
+        await self.link.send(event)
 
     # ---- the event pump ----------------------------------------------------------------------------
 
@@ -230,7 +242,12 @@ class Runtime:
                 self._on_truncated(item_id, end_ms)
             case ev.ServerError():
                 self._on_error(e)
-            case ev.OutputAudioBuffer() | ev.FunctionCall() | ev.Other():
+            case ev.FunctionCall():
+                if self.tools is not None:
+                    self._spawn(self.tools.on_function_call(e, self))
+                else:
+                    log.warning("the model called %s but no tools are configured", e.name)
+            case ev.OutputAudioBuffer() | ev.Other():
                 pass
 
     # ---- handlers ----------------------------------------------------------------------------------
