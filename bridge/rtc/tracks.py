@@ -6,10 +6,13 @@ aiortc's ``RTCRtpSender`` calls ``track.recv()`` in a loop and encodes + sends e
 not a sleep-per-frame interval timer that accumulates drift.
 
 Audio comes from either a ``pull()`` function, called at the deadline itself (so whatever it returns
-is on the wire within the encode time: the emulator's reply pump and echo use this), or from a bounded
-frame queue filled with :meth:`PacedAudioTrack.put`. In ``live`` mode the queue holds one frame: a frame
-that arrives is sent at the next deadline and a newer one replaces it (drop counted), so the track never
-builds latency. Nothing to send means a frame of silence, as a real microphone track would send.
+is on the wire within the encode time: the emulator's reply pump uses this), or from a bounded
+frame queue filled with :meth:`PacedAudioTrack.put` (queued frames go first). In ``live`` mode (relaying a
+stream that arrives at the same 20 ms rate, e.g. the emulator's echo) a frame that arrives is sent at the
+next deadline: the queue holds at most two frames so arrival jitter does not cost audio, and a standing
+second frame (one extra frame of latency for ``LIVE_TRIM_AFTER`` deadlines in a row) is dropped so the
+latency goes back to the minimum. Drops are counted. Nothing to send means a frame of silence, as a real
+microphone track would send.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms
 TIME_BASE = fractions.Fraction(1, RATE)
 RESYNC_AFTER_S = 0.2  # if the consumer fell this far behind, restart the schedule instead of bursting
+LIVE_TRIM_AFTER = 10  # live mode: deadlines with a standing extra frame before one is dropped
 
 Pull = Callable[[], np.ndarray | None]
 
@@ -51,7 +55,9 @@ class PacedAudioTrack(MediaStreamTrack):
         super().__init__()
         self._pull = pull
         self._queue: deque[np.ndarray] = deque()
-        self._max = 1 if live else max(1, max_frames)
+        self._live = live
+        self._max = 2 if live else max(1, max_frames)
+        self._standing = 0  # live mode: consecutive deadlines that found more than one frame queued
         self._clock = clock
         self._start: float | None = None
         self._pts = 0
@@ -85,6 +91,12 @@ class PacedAudioTrack(MediaStreamTrack):
     # ---- aiortc side ---------------------------------------------------------------------------------
 
     def _next_pcm(self) -> np.ndarray | None:
+        if self._live:
+            self._standing = self._standing + 1 if len(self._queue) > 1 else 0
+            if self._standing >= LIVE_TRIM_AFTER:
+                self._queue.popleft()
+                self.dropped += 1
+                self._standing = 0
         if self._queue:
             return self._queue.popleft()
         if self._pull is not None:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bridge.rtc.tracks import FRAME_SAMPLES, PacedAudioTrack
+from bridge.rtc.tracks import FRAME_SAMPLES, LIVE_TRIM_AFTER, PacedAudioTrack
 
 
 def frame(value: int) -> np.ndarray:
@@ -27,15 +27,23 @@ async def test_frames_follow_monotonic_deadlines_without_drift() -> None:
     assert not frames[3].to_ndarray().any()
 
 
-async def test_live_mode_sends_newest_frame_at_next_deadline_and_counts_drops() -> None:
+async def test_live_mode_sends_at_next_deadline_and_trims_a_standing_frame() -> None:
     track = PacedAudioTrack(live=True)
     await track.recv()
     track.put(frame(1))
-    track.put(frame(2))  # replaces 1: live mode never queues more than one frame
-    out = await track.recv()
-    assert out.to_ndarray()[0, 0] == 2
-    assert track.dropped == 1
+    assert (await track.recv()).to_ndarray()[0, 0] == 1  # sent at the next deadline
     assert not (await track.recv()).to_ndarray().any()  # nothing queued -> silence
+    track.put(frame(2))
+    track.put(frame(3))  # jitter: two in one interval are both kept
+    track.put(frame(4))  # a third drops the oldest
+    assert track.dropped == 1
+    got = []
+    for i in range(5, 5 + LIVE_TRIM_AFTER + 2):  # one frame per deadline, one standing behind
+        got.append(int((await track.recv()).to_ndarray()[0, 0]))
+        track.put(frame(i))
+    assert track.dropped == 2  # the standing extra frame was trimmed once
+    assert got[:3] == [3, 4, 5]
+    assert track.queued == 1
 
 
 async def test_queue_is_bounded_and_pull_is_called_at_the_deadline() -> None:
