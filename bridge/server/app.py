@@ -14,7 +14,8 @@ import aiohttp
 from aiohttp import web
 
 from bridge.server.mint import MintError, mint, public_session
-from bridge.server.security import RateLimiter, guard_mint, json_error, security_headers
+from bridge.server.relay import MAX_OFFER_BYTES, read_bounded, relay_call
+from bridge.server.security import RateLimiter, guard_mint, json_error, origin_allowed, security_headers
 from bridge.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ async def _client_secret(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         log.info("mint refused for %s: HTTP %d", request.remote, refused.status)
         return refused
-    await request.read()  # enforces client_max_size for chunked bodies too; the body itself is unused
+    if await read_bounded(request, settings.max_body_bytes) is None:  # the body itself is unused
+        return json_error(413, "request_too_large", f"Bodies are limited to {settings.max_body_bytes} bytes.")
     try:
         minted = await mint(request.app[HTTP], settings)
     except MintError as exc:
@@ -84,6 +86,15 @@ async def _client_secret(request: web.Request) -> web.StreamResponse:
             "calls_url": settings.calls_url,
         }
     )
+
+
+async def _calls(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if not settings.relay_calls:
+        raise web.HTTPNotFound()
+    if not origin_allowed(request, settings.allowed_origins):
+        return json_error(403, "origin_not_allowed", "This page's origin may not start calls here.")
+    return await relay_call(request, request.app[HTTP], settings.upstream_calls_url, settings.upstream_timeout)
 
 
 async def _config(request: web.Request) -> web.StreamResponse:
@@ -114,13 +125,14 @@ def _static(root: Path) -> Handler:
 
 def make_app(settings: ServerSettings) -> web.Application:
     """The token server + page. Does no I/O until the app starts (the upstream session opens then)."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors])
+    app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[_errors])
     app[SETTINGS] = settings
     app[LIMITER] = RateLimiter(settings.rate_burst, settings.rate_period, settings.rate_max_clients)
     app[HEADERS] = security_headers(settings)
     app.cleanup_ctx.append(_http_session)
     app.on_response_prepare.append(_add_headers)
     app.router.add_post("/api/client-secret", _client_secret)
+    app.router.add_post("/api/calls", _calls)
     app.router.add_get("/api/config", _config)
     static = _static(settings.web_root)
     app.router.add_get("/", static)

@@ -49,7 +49,16 @@ def build_settings(args: argparse.Namespace, api_key: str, api_base: str, offlin
         allowed_origins=tuple(origins),
         trust_forwarded=env("BRIDGE_TRUST_FORWARDED", "0") in ("1", "true", "yes"),
         offline=offline,
+        relay_calls=_relay_calls(offline),
     )
+
+
+def _relay_calls(offline: bool) -> bool:
+    """``BRIDGE_CALLS=relay|direct``; by default the in-process emulator is reached through the relay."""
+    mode = (env("BRIDGE_CALLS") or ("relay" if offline else "direct")).lower()
+    if mode not in ("relay", "direct"):
+        raise ConfigError(f"BRIDGE_CALLS must be relay or direct, got {mode!r}")
+    return mode == "relay"
 
 
 @contextlib.asynccontextmanager

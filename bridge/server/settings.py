@@ -57,6 +57,8 @@ class ServerSettings:
     upstream_timeout: float = 10.0
     web_root: Path = DEFAULT_WEB_ROOT
     offline: bool = False
+    # True: the page sends its SDP offer to our /api/calls relay instead of straight to the API.
+    relay_calls: bool = False
 
     def __post_init__(self) -> None:
         if not MIN_KEY_TTL <= self.key_ttl <= MAX_KEY_TTL:
@@ -68,9 +70,14 @@ class ServerSettings:
                 raise ConfigError(f"--allow-origin must look like https://host[:port], got {origin!r}")
 
     @property
-    def calls_url(self) -> str:
-        """Where the page POSTs its SDP offer (PROTOCOL.md 2.1)."""
+    def upstream_calls_url(self) -> str:
+        """The Realtime API's SDP endpoint (PROTOCOL.md 2.1)."""
         return f"{self.api_base}/realtime/calls"
+
+    @property
+    def calls_url(self) -> str:
+        """Where the page POSTs its SDP offer: the API itself, or our same-origin relay."""
+        return "/api/calls" if self.relay_calls else self.upstream_calls_url
 
     @property
     def api_origin(self) -> str:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
@@ -48,6 +49,22 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None
     raise SystemExit(f"port {port} never opened")
 
 
+def emulator_has_cors() -> bool:
+    """Does the emulator answer a browser's CORS preflight for /realtime/calls (as the real API does)?
+
+    If not, ``bridge serve`` relays the SDP exchange same-origin (BRIDGE_CALLS=relay).
+    """
+    req = urllib.request.Request(f"http://127.0.0.1:{EMU_PORT}/v1/realtime/calls", method="OPTIONS")
+    req.add_header("Origin", f"http://127.0.0.1:{SERVE_PORT}")
+    req.add_header("Access-Control-Request-Method", "POST")
+    req.add_header("Access-Control-Request-Headers", "authorization,content-type")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return bool(resp.headers.get("Access-Control-Allow-Origin"))
+    except OSError:
+        return False
+
+
 def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
     script = work / "script.json"
     script.write_text(json.dumps(SCRIPT))
@@ -58,13 +75,15 @@ def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
          "--think-ms", "100", "--log", str(work / "emulator.jsonl")],
         stdout=open(work / "emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
+    deadline = time.monotonic() + 20
+    wait_port(EMU_PORT, emu, deadline)
+    env["BRIDGE_CALLS"] = "direct" if emulator_has_cors() else "relay"
+    print(f"SDP exchange: {env['BRIDGE_CALLS']}", flush=True)
     serve = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v",
          "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN],
         stdout=open(work / "serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
-    deadline = time.monotonic() + 20
-    wait_port(EMU_PORT, emu, deadline)
     wait_port(SERVE_PORT, serve, deadline)
     return [emu, serve]
 
@@ -132,7 +151,7 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
 
     step("screenshot")
     page.click("#menu")
-    page.locator('#log li[data-type="session.created"] summary').click()
+    page.locator('#log li[data-type="error"] summary').first.click()
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshot))
     page.click("#close-drawer")
@@ -170,7 +189,7 @@ def main() -> int:
                 str(args.work / "profile"),
                 executable_path=CHROMIUM,
                 headless=True,
-                viewport={"width": 1280, "height": 800},
+                viewport={"width": 1440, "height": 900},
                 args=[
                     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -144,3 +144,36 @@ async def test_api_key_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
     for key in (good, bad):
         assert key not in blob
         assert key[-8:] not in blob  # not even the tail an upstream "Incorrect API key" message quotes
+
+
+async def test_calls_relay_forwards_a_real_offer(emu: RunningEmulator) -> None:
+    """Mint, then send an aiortc offer through ``/api/calls``: the emulator answers 201 with SDP."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from bridge.rtc.loopback import loopback_candidates
+
+    client = await _client(_settings(emu, relay_calls=True))
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        minted = await (await client.post("/api/client-secret")).json()
+        assert minted["calls_url"] == "/api/calls"
+        pc.createDataChannel("oai-events")
+        pc.addTransceiver("audio", direction="sendrecv")
+        with loopback_candidates():
+            await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
+        sdp = {"Content-Type": "application/sdp"}
+        resp = await client.post("/api/calls", data=offer, headers={**sdp, "Authorization": f"Bearer {emu.api_key}"})
+        assert resp.status == 401  # the relay forwards ephemeral keys only, never an API key
+        resp = await client.post("/api/calls", data=offer, headers={**sdp, "Authorization": "Bearer ek_bogus1234"})
+        assert resp.status == 401 and "ek_bogus1234" not in await resp.text()
+        auth = {"Authorization": f"Bearer {minted['value']}"}
+        resp = await client.post("/api/calls", data=offer, headers={**sdp, **auth})
+        assert resp.status == 201, await resp.text()
+        assert resp.content_type == "application/sdp" and "m=application" in await resp.text()
+        assert resp.headers["Location"].startswith("/v1/realtime/calls/rtc_")
+        assert (await client.post("/api/calls", data=b"x" * 70_000, headers={**sdp, **auth})).status == 413
+        assert (await client.post("/api/calls", data=offer, headers=auth)).status == 415
+    finally:
+        await pc.close()
+        await client.close()

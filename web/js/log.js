@@ -142,6 +142,7 @@ function fillBody(entry) {
 function summaryHint(event) {
   if (event?.type === "error") return event.error?.message || "";
   if (typeof event?.transcript === "string") return event.transcript;
+  if (typeof event?.detail === "string" && event.detail) return event.detail;
   if (typeof event?.state === "string") return event.state;
   return "";
 }

@@ -153,6 +153,7 @@ const stamp = () => new Date().toISOString().replace(/[:.]/g, "-");
 
 function toggleDrawer(open) {
   ui.drawer.hidden = !open;
+  document.body.classList.toggle("drawer-open", open);
   ui.menu.setAttribute("aria-expanded", String(open));
   ui.menu.setAttribute("aria-label", open ? "Hide transcript" : "Show transcript");
   (open ? ui.closeDrawer : ui.menu).focus();
@@ -170,7 +171,10 @@ async function loadConfig() {
   }
 }
 
-ui.connect.addEventListener("click", connect);
+$("session-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  connect();
+});
 ui.disconnect.addEventListener("click", disconnect);
 ui.mute.addEventListener("click", () => setMute(!muted));
 ui.dismiss.addEventListener("click", dismissErrors);
