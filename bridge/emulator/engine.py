@@ -28,12 +28,19 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from bridge.emulator.behaviours.base import Behaviour, FunctionCall, Reply, Turn
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.conversation import Conversation
+from bridge.emulator.engine_parts import (
+    AudioOut,
+    ClientError,
+    ResponseState,
+    normalise_item,
+    response_usage,
+    split_words,
+)
 from bridge.emulator.log import EventLog
 from bridge.emulator.session import SessionError, merge_session
 from bridge.emulator.vad import ServerVad, SpeechStarted
@@ -78,63 +85,6 @@ RESPONSE_FIELDS = frozenset(
 )
 
 
-class AudioOut(Protocol):
-    """WebRTC output for reply audio (implemented by the transport in ``webrtc.py``)."""
-
-    def begin(self, response_id: str, item_id: str) -> None: ...
-
-    def write(self, pcm24: bytes) -> None: ...
-
-    def end(self) -> None: ...
-
-    def interrupt(self) -> int:
-        """Stop now; return the ms of this item's audio actually put on the wire."""
-        ...
-
-
-class ClientError(Exception):
-    def __init__(self, code: str | None, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-
-@dataclass
-class _Response:
-    id: str
-    conversation: bool  # False: out-of-band (conversation "none")
-    modalities: list[str]
-    metadata: Any
-    voice: Any
-    fmt: dict[str, Any]
-    max_output_tokens: Any
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_reason: str | None = None
-    output: list[dict[str, Any]] = field(default_factory=list)
-    audio_bytes: int = 0
-    text_chars: int = 0
-    audio_begun: bool = False  # AudioOut.begin called (WebRTC)
-    audio_item: str | None = None
-    output_started: bool = False
-    output_stopped: bool = False
-    cleared: bool = False
-    done: bool = False
-
-    def as_object(self, status: str, details: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "object": "realtime.response",
-            "id": self.id,
-            "status": status,
-            "status_details": details,
-            "output": copy.deepcopy(self.output),
-            "conversation_id": None,  # filled by the engine
-            "output_modalities": list(self.modalities),
-            "max_output_tokens": self.max_output_tokens,
-            "audio": {"output": {"format": dict(self.fmt), "voice": self.voice}},
-            "usage": usage,
-            "metadata": self.metadata,
-        }
-
-
 class Engine:
     """One Realtime session. Constructors do no I/O; call :meth:`start` from the event loop."""
 
@@ -164,13 +114,13 @@ class Engine:
         self._vad: ServerVad | None = None
         self._speech_item: str | None = None
         self._speech_start_ms = 0
-        self._response: _Response | None = None  # the active default-conversation response
-        self._last_response: _Response | None = None
-        self._playing: _Response | None = None  # WebRTC: response whose audio is in the AudioOut
+        self._response: ResponseState | None = None  # the active default-conversation response
+        self._last_response: ResponseState | None = None
+        self._playing: ResponseState | None = None  # WebRTC: response whose audio is in the AudioOut
         self._responses = 0
         self._voice_locked = False
         self._audio_out: AudioOut | None = None
-        self._echo: _Response | None = None
+        self._echo: ResponseState | None = None
         self._echo_item: dict[str, Any] | None = None
         self._echo_index = 0
         self._echo_prev: str | None = None
@@ -356,7 +306,7 @@ class Engine:
         prev = event.get("previous_item_id")
         if prev is not None and prev != "root" and prev not in self.conversation:
             raise ClientError("invalid_value", f"Previous item with id '{prev}' not found.", "previous_item_id")
-        item, audio = self._normalise_item(item)
+        item, audio = normalise_item(item)
         if item["id"] in self.conversation:
             raise ClientError("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id")
         previous = self.conversation.insert(
@@ -527,7 +477,7 @@ class Engine:
         if self._response is not None:
             self._cancel(self._response, "turn_detected")
 
-    def _interrupt_playback(self, resp: _Response) -> None:
+    def _interrupt_playback(self, resp: ResponseState) -> None:
         """WebRTC: stop the wire now, ``output_audio_buffer.cleared`` + automatic truncation (PROTOCOL.md 2.3)."""
         assert self._audio_out is not None
         sent_ms = int(self._audio_out.interrupt())
@@ -549,7 +499,7 @@ class Engine:
                     part["transcript"] = ""  # the server drops the unheard transcript (PROTOCOL.md 4.5)
         self._emit("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end_ms)
 
-    def _cancel(self, resp: _Response, reason: str) -> None:
+    def _cancel(self, resp: ResponseState, reason: str) -> None:
         if resp.cancel_reason is None:
             resp.cancel_reason = reason
         resp.cancelled.set()
@@ -557,7 +507,7 @@ class Engine:
     # ------------------------------------------------------------------ responses
     def _start_response(self, params: dict[str, Any], in_conversation: bool) -> None:
         out_cfg = self.session["audio"]["output"]
-        resp = _Response(
+        resp = ResponseState(
             id=ids.response_id(),
             conversation=in_conversation,
             modalities=list(params.get("output_modalities") or self.session["output_modalities"]),
@@ -597,7 +547,7 @@ class Engine:
                 break
         return Turn(self._responses, user_text, audio_ms, last_type, items)
 
-    async def _sleep(self, resp: _Response, seconds: float) -> bool:
+    async def _sleep(self, resp: ResponseState, seconds: float) -> bool:
         """Wait ``seconds`` unless the response is cancelled first; True if cancelled."""
         if resp.cancelled.is_set():
             return True
@@ -611,7 +561,7 @@ class Engine:
             return False
         return True
 
-    async def _run_response(self, resp: _Response, turn: Turn) -> None:
+    async def _run_response(self, resp: ResponseState, turn: Turn) -> None:
         reply = await self.behaviour.reply(turn)
         think = reply.think_ms if reply.think_ms is not None else self.config.think_ms
         if await self._sleep(resp, think / 1000):
@@ -639,7 +589,7 @@ class Engine:
             await self._function_call(resp, call)
         self._finish(resp)
 
-    def _open_item(self, resp: _Response, item: dict[str, Any]) -> tuple[int, str | None]:
+    def _open_item(self, resp: ResponseState, item: dict[str, Any]) -> tuple[int, str | None]:
         output_index = len(resp.output)
         resp.output.append(item)
         self._emit(
@@ -651,7 +601,7 @@ class Engine:
             self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
         return output_index, previous
 
-    def _close_item(self, resp: _Response, output_index: int, item: dict[str, Any], previous: str | None) -> None:
+    def _close_item(self, resp: ResponseState, output_index: int, item: dict[str, Any], previous: str | None) -> None:
         resp.output[output_index] = copy.deepcopy(item)
         if resp.conversation:
             self.conversation.replace(copy.deepcopy(item))
@@ -660,7 +610,7 @@ class Engine:
             "response.output_item.done", response_id=resp.id, output_index=output_index, item=copy.deepcopy(item)
         )
 
-    def _open_message(self, resp: _Response) -> tuple[dict[str, Any], int, str | None]:
+    def _open_message(self, resp: ResponseState) -> tuple[dict[str, Any], int, str | None]:
         item = {
             "id": ids.item_id(),
             "type": "message",
@@ -682,7 +632,9 @@ class Engine:
         )
         return item, output_index, previous
 
-    def _message_chunk(self, resp: _Response, item: dict[str, Any], output_index: int, text: str, pcm: bytes) -> None:
+    def _message_chunk(
+        self, resp: ResponseState, item: dict[str, Any], output_index: int, text: str, pcm: bytes
+    ) -> None:
         ids_ = {"response_id": resp.id, "item_id": item["id"], "output_index": output_index, "content_index": 0}
         audio = "audio" in resp.modalities
         if text:
@@ -704,7 +656,13 @@ class Engine:
                 self._audio_out.write(pcm)
 
     def _close_message(
-        self, resp: _Response, item: dict[str, Any], output_index: int, previous: str | None, text: str, complete: bool
+        self,
+        resp: ResponseState,
+        item: dict[str, Any],
+        output_index: int,
+        previous: str | None,
+        text: str,
+        complete: bool,
     ) -> None:
         ids_ = {"response_id": resp.id, "item_id": item["id"], "output_index": output_index, "content_index": 0}
         if item["id"] in self._truncated:
@@ -724,12 +682,12 @@ class Engine:
         final = {**item, "status": "completed" if complete else "incomplete", "content": content}
         self._close_item(resp, output_index, final, previous)
 
-    async def _message(self, resp: _Response, reply: Reply) -> None:
+    async def _message(self, resp: ResponseState, reply: Reply) -> None:
         item, output_index, previous = self._open_message(resp)
         chunk = max(BYTES_PER_MS * 10, self.config.chunk_ms * BYTES_PER_MS)
         audio = reply.audio if "audio" in resp.modalities else b""
         n_chunks = max(1, math.ceil(len(audio) / chunk))
-        words = _split_words(reply.text)
+        words = split_words(reply.text)
         # The transcript runs ahead of the audio, as with the real model: all words within the first 60 %.
         lead = max(1, int(n_chunks * 0.6))
         per_chunk: list[list[str]] = [[] for _ in range(n_chunks)]
@@ -748,7 +706,7 @@ class Engine:
         transcript = reply.text if not cancelled else "".join(spoken)
         self._close_message(resp, item, output_index, previous, transcript, complete=not cancelled)
 
-    async def _function_call(self, resp: _Response, call: FunctionCall) -> None:
+    async def _function_call(self, resp: ResponseState, call: FunctionCall) -> None:
         call_id = call.call_id or ids.call_id()
         item = {
             "id": ids.item_id(),
@@ -769,7 +727,7 @@ class Engine:
         self._close_item(resp, output_index, {**item, "status": "completed", "arguments": call.arguments}, previous)
         await asyncio.sleep(0)
 
-    def _finish(self, resp: _Response, failed: dict[str, Any] | None = None) -> None:
+    def _finish(self, resp: ResponseState, failed: dict[str, Any] | None = None) -> None:
         if resp.done:
             return
         resp.done = True
@@ -781,7 +739,7 @@ class Engine:
             status, details = "completed", None
         if self._response is resp:
             self._response = None
-        usage = _usage(resp)
+        usage = response_usage(resp)
         self._emit("response.done", response=self._response_object(resp, status, details, usage))
         self._emit(
             "rate_limits.updated",
@@ -797,12 +755,12 @@ class Engine:
         if resp.audio_begun and resp.output_stopped and not resp.cleared:
             self._emit("output_audio_buffer.stopped", response_id=resp.id)
 
-    def _response_object(self, resp: _Response, status: str, details: Any, usage: Any) -> dict[str, Any]:
+    def _response_object(self, resp: ResponseState, status: str, details: Any, usage: Any) -> dict[str, Any]:
         obj = resp.as_object(status, details, usage)
         obj["conversation_id"] = self.conversation_id if resp.conversation else None
         return obj
 
-    def _find_response(self, response_id: str) -> _Response | None:
+    def _find_response(self, response_id: str) -> ResponseState | None:
         for resp in (self._playing, self._response, self._last_response):
             if resp is not None and resp.id == response_id:
                 return resp
@@ -815,7 +773,7 @@ class Engine:
             if self._response is not None:
                 return
             out_cfg = self.session["audio"]["output"]
-            resp = _Response(ids.response_id(), True, ["audio"], None, out_cfg["voice"], out_cfg["format"], "inf")
+            resp = ResponseState(ids.response_id(), True, ["audio"], None, out_cfg["voice"], out_cfg["format"], "inf")
             self._echo = self._response = self._last_response = resp
             self._emit("response.created", response=self._response_object(resp, "in_progress", None, None))
             self._echo_item, self._echo_index, self._echo_prev = self._open_message(resp)
@@ -838,55 +796,6 @@ class Engine:
             # Code UNCONFIRMED for the real service; invalid_value is its generic "bad field value" code.
             raise ClientError("invalid_value", f"Item with item_id '{item_id}' not found.", "item_id")
         return item_id
-
-    def _normalise_item(self, raw: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-        item = copy.deepcopy(raw)
-        kind = item.get("type")
-        audio: bytes | None = None
-        if kind == "message":
-            role = item.get("role")
-            if role not in ("user", "system", "assistant"):
-                raise ClientError("invalid_value", f"Invalid value: '{role}'.", "item.role")
-            content = item.get("content")
-            if not isinstance(content, list):
-                raise ClientError(
-                    "missing_required_parameter", "Missing required parameter: 'item.content'.", "item.content"
-                )
-            allowed = {
-                "user": {"input_text", "input_audio", "input_image"},
-                "system": {"input_text"},
-                "assistant": {"output_text"},
-            }[role]
-            for n, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") not in allowed:
-                    raise ClientError(
-                        "invalid_value", f"Invalid content type for a {role} message.", f"item.content[{n}].type"
-                    )
-                if part["type"] == "input_audio":
-                    if "audio" in part:
-                        try:
-                            audio = b64decode(part.pop("audio"))
-                        except (binascii.Error, ValueError):
-                            raise ClientError(
-                                "invalid_value", "Invalid base64 audio.", f"item.content[{n}].audio"
-                            ) from None
-                    part.setdefault("transcript", None)
-        elif kind == "function_call_output":
-            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str):
-                raise ClientError(
-                    "missing_required_parameter", "function_call_output needs 'call_id' and 'output'.", "item.call_id"
-                )
-        elif kind == "function_call":
-            if not isinstance(item.get("name"), str):
-                raise ClientError("missing_required_parameter", "Missing required parameter: 'item.name'.", "item.name")
-            item.setdefault("call_id", ids.call_id())
-            item.setdefault("arguments", "")
-        else:
-            raise ClientError("invalid_value", f"Invalid value: '{kind}'.", "item.type")
-        item.setdefault("id", ids.item_id())
-        item["object"] = "realtime.item"
-        item["status"] = "completed"
-        return item, audio
 
     # ------------------------------------------------------------------ emission
     def _emit(self, etype: str, **fields: Any) -> None:
@@ -950,31 +859,3 @@ class Engine:
         if self._expiry is not None:
             self._expiry.cancel()
         self._closed.set()
-
-
-def _split_words(text: str) -> list[str]:
-    """Transcript deltas: words with their following space, as the model streams them."""
-    if not text:
-        return []
-    parts = text.split(" ")
-    return [p + " " for p in parts[:-1]] + [parts[-1]] if parts[-1] else [p + " " for p in parts[:-1]]
-
-
-def _usage(resp: _Response) -> dict[str, Any]:
-    audio_tokens = int(resp.audio_bytes / BYTES_PER_MS / 50)  # ~1 output audio token per 50 ms
-    text_tokens = max(1, resp.text_chars // 4) if resp.text_chars else 0
-    out_tokens = audio_tokens + text_tokens
-    in_tokens = 120
-    return {
-        "total_tokens": in_tokens + out_tokens,
-        "input_tokens": in_tokens,
-        "output_tokens": out_tokens,
-        "input_token_details": {
-            "text_tokens": in_tokens,
-            "audio_tokens": 0,
-            "image_tokens": 0,
-            "cached_tokens": 0,
-            "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
-        },
-        "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
-    }
