@@ -176,7 +176,7 @@ async def test_ws_audio_is_generated_faster_than_real_time() -> None:
     await send(engine, type="response.create")
     await rec.wait("response.done")
     elapsed = time.monotonic() - t0
-    assert 0.15 < elapsed < 0.6, elapsed  # 1 s of audio at 4x ~ 0.25 s
+    assert 0.15 < elapsed < 0.9, elapsed  # 1 s of audio at 4x ~ 0.25 s: faster than real time
     sizes = [len(base64.b64decode(e["delta"])) for e in rec.of("response.output_audio.delta")]
     assert max(sizes) == 80 * 48  # 80 ms chunks
     await engine.aclose()
