@@ -112,6 +112,7 @@ class ReorderWindow:
         self._gave_up_order: deque[int] = deque()
         self._frame_samples = self.config.default_frame_samples
         self._last_released_ts: int | None = None
+        self._last_released_ext: int | None = None
         self._learnt = 0.0  # reorder depth learnt from the stream (seconds), decays
         self._learnt_at = 0.0
         self._jitter = 0.0  # seconds, RFC 3550 6.4.1 estimator
@@ -222,11 +223,13 @@ class ReorderWindow:
     def _release(self, pkt: Packet, now: float) -> Slot:
         assert self._next is not None
         ext = self._next
-        if self._last_released_ts is not None and ext - 1 in self._done_set:
+        if self._last_released_ts is not None and self._last_released_ext == ext - 1:
+            # Learn the packet duration from two consecutive real packets (never across a gap).
             d = (pkt.timestamp - self._last_released_ts) % TS_MOD
             if 0 < d <= self.clock_rate // 10:  # plausible packet duration (<= 100 ms)
                 self._frame_samples = d
         self._last_released_ts = pkt.timestamp
+        self._last_released_ext = ext
         self._mark_done(ext)
         self._next = ext + 1
         self.stats.released += 1
@@ -278,6 +281,7 @@ class ReorderWindow:
         self._next = ext
         self._highest = ext
         self._last_released_ts = None
+        self._last_released_ext = None
         self._transit = None
         return out
 

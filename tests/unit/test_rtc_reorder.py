@@ -204,3 +204,14 @@ def test_random_network_output_is_ordered_bounded_and_complete(
     last_seq = max(((p.seq - seq0) % 65536 for p in events), default=0)
     if events:
         assert st_.released + st_.lost == last_seq - first + 1
+
+
+def test_concealed_duration_is_one_packet_even_for_losses_two_apart() -> None:
+    """Packet duration is learnt from consecutive packets only, never across a concealed gap."""
+    r = Run()
+    for i in range(30):
+        if i not in (10, 12):
+            r.push(pkt(i, i * F))
+    r.advance_to(40 * F)
+    concealed = [s for _, s in r.out if s.packet is None]
+    assert [(s.frames, s.samples) for s in concealed] == [(1, 960), (1, 960)]
