@@ -225,3 +225,18 @@ async def test_echo_round_trip_latency() -> None:
             assert call.receiver.stats.concealed == 0
         finally:
             await c.close()
+
+
+async def test_client_closing_the_peer_ends_the_call() -> None:
+    async with running_emulator(behaviour="tone") as emu, aiohttp.ClientSession() as http:
+        c = Client()
+        try:
+            async with asyncio.timeout(10):
+                await c.connect(emu, http)
+                await c.wait_event("session.created")
+            call = emu.state.calls[c.call_path.rsplit("/", 1)[1]]
+        finally:
+            await c.close()
+        async with asyncio.timeout(10):
+            await call.wait_closed()
+        assert call.engine.closed
