@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,7 +31,9 @@ STEP_TIMEOUT_MS = 20_000
 
 SCRIPT = {
     "turns": [
-        {"user": "hello, what's the weather like today", "text": "It is sunny in the emulator.", "seconds": 1.0},
+        # A long spoken reply, so the second utterance in the fake-mic file barges in on it.
+        {"user": "hello, what's the weather like today", "text": "It is sunny in the emulator.", "seconds": 5.0},
+        {"user": "wait, stop please", "text": "Sorry, go on.", "seconds": 0.5},
         {"function_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
         {"error": {"code": "server_error", "type": "server_error", "message": "Injected failure for the test."}},
     ]
@@ -131,6 +134,14 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
     expect(page.locator("#drawer")).to_be_visible()
     transcript_turn(page, "user", "weather like today")
     transcript_turn(page, "assistant", "It is sunny in the emulator.")
+
+    step("barge-in: the second utterance cuts the reply; the turn is marked where it was cut")
+    log_has(page, "output_audio_buffer.cleared")
+    log_has(page, "conversation.item.truncated")
+    cut = page.locator("#transcript li.turn-assistant .badge-truncated").first
+    expect(cut).to_have_text(re.compile(r"^truncated @\d+ ms$"), timeout=STEP_TIMEOUT_MS)
+    transcript_turn(page, "user", "wait, stop please")
+    transcript_turn(page, "assistant", "Sorry, go on.")
     expect(page.locator("#latency")).to_contain_text(" ms")
     page.keyboard.press("Escape")
     expect(page.locator("#drawer")).to_be_hidden()

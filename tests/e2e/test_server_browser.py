@@ -47,13 +47,18 @@ def prereqs() -> None:
 
 @pytest.fixture
 def speech_wav(prereqs: None, tmp_path: Path) -> Path:
-    """A spoken question: 1.5 s of lead-in silence (the call is still connecting), then long silence."""
-    raw, wav = tmp_path / "raw.wav", tmp_path / "speech_48k.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), "Hello, what's the weather like today?"],
-        check=True,
-    )
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "1.5", "6"], check=True)
+    """Fake-mic file: 1.5 s lead-in (the call is still connecting), a question, 2.5 s of silence (the
+    reply starts), a second utterance that barges in on the reply, then silence. Played once (%noloop)."""
+    utterances = [("Hello, what's the weather like today?", 1.5, 2.5), ("Wait, stop please.", 0, 6)]
+    parts = []
+    for i, (text, before, after) in enumerate(utterances):
+        raw, part = tmp_path / f"raw{i}.wav", tmp_path / f"part{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), text], check=True)
+        sox = ["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(part), "pad", str(before), str(after)]
+        subprocess.run(sox, check=True)
+        parts.append(str(part))
+    wav = tmp_path / "speech_48k.wav"
+    subprocess.run(["sox", *parts, str(wav)], check=True)
     return wav
 
 

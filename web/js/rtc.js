@@ -39,10 +39,12 @@ export async function fetchClientSecret(accessToken) {
   return body;
 }
 
-async function openMicrophone(deviceId) {
+async function openMicrophone(deviceId, echoCancellation) {
+  // Echo cancellation keeps the model from hearing itself through loudspeakers (and barging in on
+  // itself); a headset does not need it, and the user may turn it off.
   const audio = {
-    echoCancellation: true,
-    noiseSuppression: true,
+    echoCancellation,
+    noiseSuppression: echoCancellation,
     autoGainControl: true,
     ...(deviceId ? { deviceId: { exact: deviceId } } : {}),
   };
@@ -127,12 +129,12 @@ export class RealtimeSession {
     this.closed = false;
   }
 
-  async connect({ accessToken, deviceId }) {
+  async connect({ accessToken, deviceId, echoCancellation = true }) {
     this.onState("connecting", "Asking the server for a key…");
     const secret = await fetchClientSecret(accessToken);
     this.session = secret.session;
     this.onState("connecting", "Opening the microphone…");
-    this.stream = await openMicrophone(deviceId);
+    this.stream = await openMicrophone(deviceId, echoCancellation);
     if (this.closed) return this._release();
 
     const pc = new RTCPeerConnection();

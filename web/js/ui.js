@@ -9,7 +9,7 @@ import { Transcript, renderTranscript } from "./transcript.js";
 const $ = (id) => document.getElementById(id);
 
 const ui = {
-  state: $("state"), mic: $("mic"), token: $("token"), tokenField: $("token-field"), greeting: $("greeting"),
+  state: $("state"), mic: $("mic"), aec: $("aec"), token: $("token"), tokenField: $("token-field"), greeting: $("greeting"),
   connect: $("connect"), disconnect: $("disconnect"), mute: $("mute"), latency: $("latency"),
   errors: $("errors"), errorList: $("error-list"), dismiss: $("dismiss"),
   say: $("say"), text: $("text"), send: $("send"),
@@ -35,6 +35,7 @@ function setState(state, detail) {
   ui.text.disabled = !live;
   ui.send.disabled = !live;
   ui.mic.disabled = busy;
+  ui.aec.disabled = busy;
   ui.token.disabled = busy;
 }
 
@@ -93,7 +94,9 @@ async function connect() {
   setState("connecting", "");
   if (ui.token.value) sessionStorage.setItem("bridge.token", ui.token.value);
   try {
-    await current.connect({ accessToken: ui.token.value.trim(), deviceId: ui.mic.value });
+    await current.connect({
+      accessToken: ui.token.value.trim(), deviceId: ui.mic.value, echoCancellation: ui.aec.checked,
+    });
   } catch (err) {
     if (session !== current) return;
     const message = err instanceof ConnectError ? err.message : `Could not connect: ${err?.message || err}`;
