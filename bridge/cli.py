@@ -27,28 +27,16 @@ COMMANDS = {
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="talk to the model through the local microphone and speaker")
     p.add_argument("--transport", choices=["webrtc", "ws"], default="webrtc")
-    p.add_argument(
-        "--input", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null"
-    )
-    p.add_argument(
-        "--output", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null"
-    )
-    p.add_argument(
-        "--transcript", default=None, metavar="PATH", help="JSONL transcript (default transcripts/)"
-    )
-    p.add_argument(
-        "--duration", type=float, default=None, metavar="SECONDS", help="end cleanly after this long"
-    )
+    p.add_argument("--input", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null")
+    p.add_argument("--output", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null")
+    p.add_argument("--transcript", default=None, metavar="PATH", help="JSONL transcript (default transcripts/)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="end cleanly after this long")
     p.add_argument("--model", default=None, help=f"model (default {DEFAULT_MODEL})")
     p.add_argument("--voice", default=None, help=f"voice (default {DEFAULT_VOICE})")
     p.add_argument("--instructions", default=None, metavar="TEXT|@FILE")
     p.add_argument("--api-base", default=None, metavar="URL", help="like OPENAI_BASE_URL")
-    p.add_argument(
-        "--token-url", default=None, metavar="URL", help="mint ephemeral keys at this token server"
-    )
-    p.add_argument(
-        "--token-secret", default=None, help="shared secret for --token-url (or BRIDGE_TOKEN_SECRET)"
-    )
+    p.add_argument("--token-url", default=None, metavar="URL", help="mint ephemeral keys at this token server")
+    p.add_argument("--token-secret", default=None, help="shared secret for --token-url (or BRIDGE_TOKEN_SECRET)")
     p.add_argument("--offline", action="store_true", help="use the built-in emulator even if a key is set")
     p.add_argument("--agents", default=None, metavar="FILE", help="agents file (TOML)")
     p.add_argument("--ptt", action="store_true", help="push-to-talk (WS): a key starts and ends your turn")
@@ -83,9 +71,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-base", default=None, metavar="URL")
     p.add_argument("--offline", action="store_true")
-    p.add_argument(
-        "--access-token", default=None, help="require this bearer token to mint (or BRIDGE_ACCESS_TOKEN)"
-    )
+    p.add_argument("--access-token", default=None, help="require this bearer token to mint (or BRIDGE_ACCESS_TOKEN)")
     p.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN")
     p.add_argument("--key-ttl", type=int, default=60, metavar="SECONDS", help="ephemeral key lifetime")
     p.add_argument("--model", default=None)
@@ -118,10 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbosity: int) -> None:
+    """-v: bridge's INFO (connection steps, timings); -vv: bridge's DEBUG; -vvv: every library's DEBUG too."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(
-        level=level, format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+        level=logging.DEBUG if verbosity >= 3 else logging.WARNING,
+        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
     )
+    logging.getLogger("bridge").setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

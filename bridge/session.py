@@ -147,6 +147,7 @@ class Runtime:
         self._audio_item: str | None = None  # assistant item whose audio is arriving now
         self._gate_closed = False  # WebRTC: drop RTP audio after a barge-in until the next response
         self._received_ms: dict[str, float] = {}
+        self._response_item: dict[str, str] = {}  # response id -> its assistant message item
         self._audio_done: set[str] = set()
         self._interrupted: set[str] = set()
         self._speech_end: float | None = None  # local time the user stopped speaking (pending response)
@@ -164,13 +165,32 @@ class Runtime:
             self.metrics.dropped_late_audio_ms += len(pcm48) / 48
             return
         item = self._audio_item or UNKNOWN_ITEM
+        if item not in self._received_ms:
+            self._audio_started(item)
         self._received_ms[item] = self._received_ms.get(item, 0.0) + len(pcm48) / 48
         self.playout.push(pcm48, item)
 
-    def on_mic_frame_sent(self) -> None:
-        """The first microphone frame left: the origin of the server's input-audio timeline."""
+    def _audio_started(self, item_id: str) -> None:
+        """Reply audio began: the transcript holds this turn until it has been played (or cut)."""
+        self._received_ms.setdefault(item_id, 0.0)
+        it = self.conv.get(item_id)
+        if it is not None:
+            it.audio_pending = True
+
+    def _release_played(self) -> None:
+        """Mark replies whose audio has all been handed to the device as heard."""
+        for item_id in list(self._audio_done):
+            it = self.conv.get(item_id)
+            if it is None or not it.audio_pending:
+                continue
+            if self.playout.handed_ms(item_id) >= self._received_ms.get(item_id, 0.0) - 1:
+                it.audio_pending = False
+
+    def on_mic_frame_sent(self, captured_at: float) -> None:
+        """A microphone frame left; the first one's capture time is the origin of the server's
+        input-audio timeline (``audio_start_ms`` / ``audio_end_ms`` count from it)."""
         if self.mic_t0 is None:
-            self.mic_t0 = self.clock()
+            self.mic_t0 = captured_at
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send a client event (tools and handoffs use this)."""
@@ -221,9 +241,15 @@ class Runtime:
             case ev.ResponseCreated(response_id=rid):
                 self._response_id = rid
                 self._gate_closed = False
-            case ev.OutputItemAdded(item=item):
+            case ev.OutputItemAdded(response_id=rid, item=item):
                 if item.get("type") == "message" and item.get("role") == "assistant":
                     self._audio_item = item["id"]
+                    self._response_item[rid] = item["id"]
+            case ev.OutputAudioBuffer(what="stopped", response_id=rid):
+                item = self._response_item.get(rid or "")
+                if item is not None:  # WebRTC: the server has sent the last sample of this reply
+                    self._audio_done.add(item)
+                    self.playout.end_item(item)
             case ev.AudioDelta():
                 self._on_audio_delta(e)
             case ev.AssistantText(item_id=item_id, text=text, final=final):
@@ -256,6 +282,8 @@ class Runtime:
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             return
         it = self.conv.add(item["id"], item["role"], prev)
+        if item["id"] in self._received_ms and item["id"] not in self._audio_done:
+            it.audio_pending = True  # its audio arrived before the item was announced
         if item["role"] == "user":
             texts = [c.get("text") for c in item.get("content") or [] if c.get("type") == "input_text"]
             if texts and not it.final:
@@ -273,6 +301,8 @@ class Runtime:
             self.metrics.dropped_late_audio_ms += pcm.ms_of(len(e.delta) * 3 // 4)
             return
         pcm24 = np.frombuffer(pcm.b64decode(e.delta), dtype=np.int16)
+        if e.item_id not in self._received_ms:
+            self._audio_started(e.item_id)
         self._received_ms[e.item_id] = self._received_ms.get(e.item_id, 0.0) + len(pcm24) / 24
         self._audio_item = e.item_id
         self.playout.push(pcm.upsample_24k_to_48k(pcm24), e.item_id, e.content_index)
@@ -351,9 +381,12 @@ class Runtime:
         log.info("server truncated %s at %d ms; played %.0f ms (gap %.1f ms)", item_id, end_ms, b["played_ms"], gap)
 
     async def _on_response_done(self, rid: str) -> None:
-        if self._audio_item is not None:
-            self._audio_done.add(self._audio_item)
-            self.playout.end_item(self._audio_item)
+        item = self._response_item.get(rid)
+        if item is not None and self.link.transport == "ws":
+            # WS: every delta has arrived. (WebRTC: response.done comes long before the audio has been
+            # streamed; output_audio_buffer.stopped marks the end there.)
+            self._audio_done.add(item)
+            self.playout.end_item(item)
         if rid == self._response_id:
             self._response_id = None
         item = self._pending_delete.pop(rid, None)
@@ -400,6 +433,7 @@ class Runtime:
         """Housekeeping every 5 ms: response latency, transcript hold-back release."""
         while True:
             self.poll_first_audio()
+            self._release_played()
             self._flush_transcript()
             await asyncio.sleep(0.005)
 

@@ -50,6 +50,7 @@ class Item:
     text: str = ""
     final: bool = False
     done_at: float | None = None
+    audio_pending: bool = False  # reply audio still playing: hold the line until it has been heard
     interrupted_ms: float | None = None
     total_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +68,7 @@ class Item:
         return {
             "kind": kind,
             "item_id": self.item_id,
-            "text": self.text if self.final else None,
+            "text": self.text or None,
             **self.extra,
         }
 
@@ -111,7 +112,8 @@ class Conversation:
                 continue
             item = self._items[item_id]
             held_too_long = item.done_at is not None and now - item.done_at >= self._hold_s
-            if not (item.final or force or held_too_long):
+            complete = item.final and (not item.audio_pending or item.interrupted_ms is not None)
+            if not (complete or force or held_too_long):
                 break
             self._written.add(item_id)
             out.append(item)

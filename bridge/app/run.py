@@ -27,7 +27,7 @@ from bridge.link.base import RealtimeLink
 from bridge.link.webrtc import WebRTCLink
 from bridge.link.ws import WebSocketLink
 from bridge.media import describe, open_sink, open_source
-from bridge.media.base import AudioSource
+from bridge.media.base import FRAME_MS, AudioSource
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
 from bridge.session import PrintConsole, Runtime
@@ -68,6 +68,7 @@ class TimedSource:
     def __init__(self, source: AudioSource, on_frame: Any) -> None:
         self._source = source
         self._on_frame = on_frame
+        self._seen = False
 
     @property
     def dropped(self) -> int:
@@ -78,7 +79,11 @@ class TimedSource:
 
     async def read(self) -> np.ndarray:
         frame = await self._source.read()
-        self._on_frame()
+        if not self._seen:
+            self._seen = True
+            # the frame covers [t - 20 ms, t]; paced file sources know their first sample's time exactly
+            start = getattr(self._source, "start_mono", None)
+            self._on_frame(start if start is not None else time.monotonic() - FRAME_MS / 1000)
         return frame
 
     async def aclose(self) -> None:
@@ -129,12 +134,8 @@ async def amain(args: argparse.Namespace) -> int:
     session = session_config(model, voice, read_text_arg(args.instructions))
     transcript = TranscriptWriter(Path(args.transcript) if args.transcript else default_path())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
     async with AsyncExitStack() as stack:
+        _stop_on_signals(stack, stop)
         if args.offline or creds.offline:
             from bridge.rtc.loopback import loopback_candidates
 
@@ -143,7 +144,7 @@ async def amain(args: argparse.Namespace) -> int:
         runtime_box: list[Runtime] = []
         raw_source = open_source(args.input)
         sink = open_sink(args.output)
-        source = TimedSource(raw_source, lambda: runtime_box[0].on_mic_frame_sent())
+        source = TimedSource(raw_source, lambda t: runtime_box[0].on_mic_frame_sent(t))
         target = WEBRTC_PLAYOUT_TARGET_MS if args.transport == "webrtc" else None
         playout = PlayoutBuffer(target_ms=target)
 
@@ -154,8 +155,7 @@ async def amain(args: argparse.Namespace) -> int:
 
         transcript.open()
         stack.callback(transcript.close)
-        await source.start()
-        stack.push_async_callback(source.aclose)
+        stack.push_async_callback(source.aclose)  # started once connected (MicTrack starts it on first pull)
         await sink.start(playout.pull)
         stack.push_async_callback(sink.aclose)
         playout.set_output_latency(sink.output_latency)
@@ -165,6 +165,7 @@ async def amain(args: argparse.Namespace) -> int:
         log.info("connected in %.0f ms: %s", timings.total_ms, timings.steps)
         if args.transport == "ws" and not creds.token_url:
             await link.send({"type": "session.update", "session": {k: v for k, v in session.items() if k != "model"}})
+        await source.start()  # idempotent; a no-op if the WebRTC sender already started it
         devices = {"input": describe(raw_source), "output": describe(sink), **_device_times(raw_source, sink)}
         runtime.session_info.update(connect_ms=timings.steps, **devices)
         pumps = [link.pump_audio()] if isinstance(link, WebSocketLink | WebRTCLink) else []
@@ -182,6 +183,15 @@ async def amain(args: argparse.Namespace) -> int:
         if runtime.closed.is_set() and not stop.is_set():
             print("bridge: the server closed the session", file=sys.stderr)
     return 0
+
+
+def _stop_on_signals(stack: AsyncExitStack, stop: asyncio.Event) -> None:
+    """Ctrl-C / SIGTERM end the run cleanly (exit 0, call hung up), like --duration."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
 
 
 def _device_times(source: Any, sink: Any) -> dict[str, float]:

@@ -1,0 +1,112 @@
+"""``bridge run`` end to end against the emulator, with ``.wav`` devices, on both transports.
+
+The microphone is a file with tone bursts at known times; the speaker is a file that records what the
+device would have played, silence included, so reply timing and barge-in are measured from the audio itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.app.run import amain
+from bridge.emulator.testing import running_emulator
+from bridge.rtc.loopback import loopback_candidates
+from tests.audio import read_wav, sound_spans, write_wav
+
+THINK_MS = 100
+SILENCE_MS = 500  # bridge's session config: server VAD silence_duration_ms
+
+
+def run_args(tmp: Path, base_url: str, transport: str, duration: float, **kw: Any) -> argparse.Namespace:
+    ns = dict(
+        transport=transport,
+        input=str(tmp / "in.wav"),
+        output=str(tmp / "out.wav"),
+        transcript=str(tmp / "t.jsonl"),
+        duration=duration,
+        model=None,
+        voice=None,
+        instructions=None,
+        api_base=base_url,
+        token_url=None,
+        token_secret=None,
+        offline=False,
+        agents=None,
+        ptt=False,
+        verbose=0,
+    )
+    ns.update(kw)
+    return argparse.Namespace(**ns)
+
+
+def mic_offset(lines: list[dict[str, Any]]) -> float:
+    """Seconds from the output file's first sample to the input file's (the transcript lines them up)."""
+    return lines[0]["input_start_unix"] - lines[0]["output_start_unix"]
+
+
+def transcript(tmp: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp / "t.jsonl").read_text().splitlines()]
+
+
+async def run_bridge(tmp: Path, monkeypatch, transport: str, duration: float, **emu: Any) -> list[dict[str, Any]]:
+    async with running_emulator(think_ms=THINK_MS, behaviour="tone", **emu) as em:
+        monkeypatch.setenv("OPENAI_API_KEY", em.api_key)
+        with loopback_candidates():
+            assert await amain(run_args(tmp, em.base_url, transport, duration)) == 0
+    return transcript(tmp)
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_reply_arrives_in_the_output_file_at_the_right_time(tmp_path, monkeypatch, transport) -> None:
+    write_wav(tmp_path / "in.wav", [("silence", 0.3), ("tone", 0.8), ("silence", 3.0)])
+    lines = await run_bridge(tmp_path, monkeypatch, transport, 3.2, reply_seconds=1.0)
+
+    out, rate = read_wav(tmp_path / "out.wav")
+    # silence included, the file is real time: from the sink's start, through connecting, for --duration
+    assert len(out) / rate == pytest.approx(3.2 + mic_offset(lines), abs=0.15)
+    spans = sound_spans(out, rate)
+    assert len(spans) == 1, spans
+    start, end = spans[0]
+    speech_end = 0.3 + 0.8 + mic_offset(lines)  # on the output file's timeline
+    # reply = user speech end + VAD silence + think time + transport; the file is aligned with the mic
+    assert speech_end + (SILENCE_MS + THINK_MS) / 1000 - 0.02 <= start <= speech_end + 1.0, spans
+    assert end - start == pytest.approx(1.0, abs=0.1)
+
+    kinds = [x["kind"] for x in lines]
+    assert kinds[0] == "session" and lines[0]["transport"] == transport
+    assert lines[0]["input_start_unix"] > 0 and lines[0]["output_start_unix"] > 0
+    user = next(x for x in lines if x["kind"] == "user")
+    bot = next(x for x in lines if x["kind"] == "assistant")
+    assert kinds.index("user") < kinds.index("assistant")
+    assert user["text"] and bot["text"]
+    (lat,) = [x for x in lines if x["kind"] == "latency"]
+    # the bridge's own number agrees with the audio file within 50 ms
+    assert lat["response_ms"] == pytest.approx((start - speech_end) * 1000, abs=50)
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_bargein_empties_local_playback(tmp_path, monkeypatch, transport) -> None:
+    # reply starts ~1.7 s; the user speaks over it at 2.6 s
+    write_wav(tmp_path / "in.wav", [("silence", 0.3), ("tone", 0.8), ("silence", 1.5), ("tone", 0.6), ("silence", 3.0)])
+    lines = await run_bridge(tmp_path, monkeypatch, transport, 4.4, reply_seconds=3.0)
+
+    out, rate = read_wav(tmp_path / "out.wav")
+    spans = sound_spans(out, rate)
+    first_reply = spans[0]
+    bargein_onset = 0.3 + 0.8 + 1.5 + mic_offset(lines)
+    # the interrupted reply stopped soon after the barge-in speech began (VAD detection + one block)...
+    assert bargein_onset < first_reply[1] < bargein_onset + 0.35, spans
+    # ...long before its 3 s would have ended
+    assert first_reply[1] - first_reply[0] < 2.0
+
+    (cut,) = [x for x in lines if x["kind"] == "interrupted"]
+    assert 0 < cut["played_ms"] < 2000
+    bargein = [x for x in lines if x["kind"] == "latency" and "stop_after_event_ms" in x]
+    assert bargein and bargein[0]["stop_after_event_ms"] <= 40
+    if transport == "webrtc":
+        assert abs(bargein[0]["truncate_gap_ms"]) <= 60  # server's idea of "heard" vs what was played
