@@ -83,9 +83,20 @@ async def _client_secret(request: web.Request) -> web.StreamResponse:
             "value": minted["value"],
             "expires_at": minted["expires_at"],
             "session": public_session(minted["session"]),
-            "calls_url": settings.calls_url,
+            "calls_url": _calls_url(request, settings),
         }
     )
+
+
+def _calls_url(request: web.Request, settings: ServerSettings) -> str:
+    """Absolute, so kiosks (``bridge run --token-url``) can use it as is; the relay is on this origin."""
+    if not settings.relay_calls:
+        return settings.upstream_calls_url
+    scheme = request.scheme
+    if settings.trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        scheme = forwarded if forwarded in ("http", "https") else scheme
+    return f"{scheme}://{request.host}/api/calls"
 
 
 async def _calls(request: web.Request) -> web.StreamResponse:

@@ -75,11 +75,6 @@ class ServerSettings:
         return f"{self.api_base}/realtime/calls"
 
     @property
-    def calls_url(self) -> str:
-        """Where the page POSTs its SDP offer: the API itself, or our same-origin relay."""
-        return "/api/calls" if self.relay_calls else self.upstream_calls_url
-
-    @property
     def api_origin(self) -> str:
         """The API base's origin, for the page's CSP ``connect-src``."""
         parsed = urlparse(self.api_base)

@@ -108,6 +108,16 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
     expect(page.locator("#text")).to_be_disabled()
 
+    step("pure JS modules and labels")
+    fails = page.evaluate(Path(__file__).with_name("module_checks.js").read_text())
+    assert fails == [], fails
+
+    step("narrow screen: no sideways scrolling")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(screenshot.with_name("narrow.png")))
+    page.set_viewport_size({"width": 1440, "height": 900})
+
     step("refused access token shows the error box")
     expect(page.locator("#token-field")).to_be_visible()
     page.fill("#token", "wrong-token")

@@ -156,7 +156,7 @@ async def test_calls_relay_forwards_a_real_offer(emu: RunningEmulator) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         minted = await (await client.post("/api/client-secret")).json()
-        assert minted["calls_url"] == "/api/calls"
+        assert minted["calls_url"] == f"http://127.0.0.1:{client.port}/api/calls"
         pc.createDataChannel("oai-events")
         pc.addTransceiver("audio", direction="sendrecv")
         with loopback_candidates():

@@ -59,7 +59,7 @@ def test_settings_validate_and_hide_secrets() -> None:
         settings(key_ttl=7201)
     s = settings(access_token="tok-SECRET")
     assert KEY not in repr(s) and "tok-SECRET" not in repr(s)
-    assert s.calls_url == "http://127.0.0.1:9/v1/realtime/calls"
+    assert s.upstream_calls_url == "http://127.0.0.1:9/v1/realtime/calls"
     assert s.api_origin == "http://127.0.0.1:9"
 
 

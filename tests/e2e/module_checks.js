@@ -1,0 +1,65 @@
+// Checks of the page's pure JS modules, evaluated inside Chromium by browser_flow.py.
+// Returns a list of failure messages (empty = all good).
+async () => {
+  const { Transcript } = await import("/js/transcript.js");
+  const { EventLog, elide, category } = await import("/js/log.js");
+  const { LatencyMeter, errorWords } = await import("/js/state.js");
+  const fails = [];
+  const check = (cond, msg) => { if (!cond) fails.push(msg); };
+  const msg = (id, role, text, type = "input_text") => ({ id, type: "message", role, content: [{ type, text }] });
+
+  // Conversation order follows previous_item_id, not arrival order.
+  const t = new Transcript();
+  t.apply({ type: "conversation.item.added", previous_item_id: null, item: msg("a", "user", "one") });
+  t.apply({ type: "conversation.item.added", previous_item_id: "a", item: msg("c", "assistant", "three") });
+  t.apply({ type: "conversation.item.added", previous_item_id: "a", item: msg("b", "user", "two") });
+  check(t.list().map((i) => i.id).join() === "a,b,c", `order ${t.list().map((i) => i.id).join()}`);
+  // Assistant transcript deltas, then the barge-in truncation mark.
+  t.apply({ type: "conversation.item.added", previous_item_id: "c", item: { id: "d", type: "message", role: "assistant", content: [] } });
+  for (const delta of ["It is ", "sunny"]) t.apply({ type: "response.output_audio_transcript.delta", item_id: "d", delta });
+  t.apply({ type: "conversation.item.truncated", item_id: "d", content_index: 0, audio_end_ms: 1234 });
+  const d = t.list()[3];
+  check(d.text === "It is sunny" && d.truncatedMs === 1234, `truncated item ${JSON.stringify(d)}`);
+  // Function calls by name; user audio transcription.
+  t.apply({ type: "response.function_call_arguments.done", item_id: "f", call_id: "call_1", name: "get_weather", arguments: "{}" });
+  check(t.items.get("f").name === "get_weather" && t.items.get("f").type === "function_call", "function call");
+  t.apply({ type: "conversation.item.input_audio_transcription.completed", item_id: "u", transcript: "hello" });
+  check(t.items.get("u").text === "hello" && t.items.get("u").role === "user", "user transcription");
+  const lines = t.toJsonl().trim().split("\n").map((l) => JSON.parse(l));
+  check(lines.length === 6 && lines[3].truncated_at_ms === 1234, "transcript JSONL");
+
+  // Event log: delta floods collapse into one row; audio payloads are elided.
+  const list = document.createElement("ol");
+  const log = new EventLog(list);
+  for (let i = 0; i < 50; i++) log.add("server", { type: "response.output_audio_transcript.delta", item_id: "d", delta: "x" });
+  log.add("server", { type: "response.done" });
+  check(log.entries.length === 2 && log.entries[0].count === 50 && list.childElementCount === 2, "delta collapse");
+  check(log.entries[0].text.length === 50, "collapsed text");
+  const elided = elide({ type: "input_audio_buffer.append", audio: "A".repeat(9600) });
+  check(elided.audio === "<9600 base64 chars>", `elide ${elided.audio}`);
+  check(category("server", "error") === "error" && category("server", "session.updated") === "session", "category");
+  log.setFilter("done");
+  check(log.entries[0].row.hidden && !log.entries[1].row.hidden, "filter");
+  check(log.toJsonl().trim().split("\n").length === 2, "log JSONL");
+
+  // Latency: from speech_stopped (or our response.create) to the first output of the reply.
+  let now = 0;
+  const meter = new LatencyMeter(() => now);
+  meter.observe("server", { type: "input_audio_buffer.speech_stopped" });
+  now = 420;
+  check(meter.observe("server", { type: "output_audio_buffer.started" }) === 420, "latency speech");
+  meter.observe("client", { type: "response.create" });
+  now = 600;
+  check(meter.observe("server", { type: "response.output_text.delta" }) === 180, "latency text");
+  check(meter.median() === 300, `median ${meter.median()}`);
+  check(errorWords({ type: "error", error: { code: "session_expired" } }).includes("time limit"), "error words");
+
+  // Every control is labelled (keyboard and screen-reader users).
+  for (const el of document.querySelectorAll("input, select")) {
+    check(el.labels && el.labels.length > 0, `unlabelled control #${el.id}`);
+  }
+  for (const el of document.querySelectorAll("button")) {
+    check((el.textContent.trim() || el.getAttribute("aria-label")), `unnamed button #${el.id}`);
+  }
+  return fails;
+}
