@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import MappingProxyType
 
 import aiohttp
 from aiohttp import web
@@ -27,15 +28,17 @@ HEADERS = web.AppKey("headers", dict)
 
 # Served file types; anything else under web/ is a 404. `.js` must be a JavaScript MIME type or the
 # browser refuses to run it as a module (and nosniff forbids guessing).
-MIME_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".webmanifest": "application/manifest+json",
-}
+MIME_TYPES = MappingProxyType(
+    {
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".svg": "image/svg+xml",
+        ".png": "image/png",
+        ".ico": "image/x-icon",
+        ".webmanifest": "application/manifest+json",
+    }
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -177,3 +177,15 @@ async def test_calls_relay_forwards_a_real_offer(emu: RunningEmulator) -> None:
     finally:
         await pc.close()
         await client.close()
+
+
+async def test_upstream_rejecting_the_config_says_why(emu: RunningEmulator) -> None:
+    client = await _client(_settings(emu, voice="no-such-voice"))
+    try:
+        resp = await client.post("/api/client-secret")
+        body = await resp.json()
+    finally:
+        await client.close()
+    assert resp.status == 502
+    assert body["error"]["code"] == "upstream_rejected"
+    assert "no-such-voice" in body["error"]["message"]

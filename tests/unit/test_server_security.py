@@ -147,3 +147,15 @@ async def test_mint_refusals_before_upstream(client: TestClient) -> None:
     r = await client.get("/api/client-secret")
     assert r.status == 405 and (await r.json())["error"]["code"] == "method_not_allowed"
     assert r.headers["Content-Security-Policy"]
+
+
+async def test_forwarded_for_only_when_trusted(tmp_path: Path) -> None:
+    """Behind a proxy the bucket follows X-Forwarded-For; otherwise a client cannot pick its own bucket."""
+    for trusted, expected in ((False, [200, 429, 429]), (True, [200, 200, 429])):
+        app = make_app(settings(web_root=tmp_path, rate_burst=1, rate_period=60.0, trust_forwarded=trusted))
+        async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+            statuses = []
+            for forwarded in ("10.0.0.1", "10.0.0.2", "10.0.0.2"):
+                r = await c.post("/api/client-secret", headers={"X-Forwarded-For": f"6.6.6.6, {forwarded}"})
+                statuses.append(429 if r.status == 429 else 200)  # 502 here: upstream is a closed port
+            assert statuses == expected, trusted
