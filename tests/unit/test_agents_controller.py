@@ -199,3 +199,41 @@ async def test_on_event_hook_tracks_responses(h: Harness) -> None:
         ev.FunctionCall("resp_9", "item_y", "call_y", "get_weather", '{"city": "Seoul"}'), h.rt
     )
     assert h.link.sent_types() == ["conversation.item.create", "conversation.item.create", "response.create"]
+
+
+async def test_english_example_front_desk_to_weather(tmp_path: Path) -> None:
+    h = Harness(tmp_path, EXAMPLES / "weather" / "agents.toml")
+    h.emit("session.created", session={"id": "sess_1", "model": "gpt-realtime", "audio": {}})
+    task = asyncio.create_task(h.rt.run())
+    try:
+        h.response("resp_1")
+        h.call("resp_1", "transfer_to_weather", {"reason": "asks about Paris weather"}, "call_a")
+        h.done("resp_1")
+        await h.until(lambda: h.link.sent_types().count("response.create") == 1)
+        update = h.link.sent[0]["session"]
+        assert "audio" not in update  # same transcription language: nothing under audio at all
+        assert [t["name"] for t in update["tools"]] == ["get_weather", "transfer_to_front_desk"]
+        h.response("resp_2")
+        h.call("resp_2", "get_weather", {"city": "Paris"}, "call_b")
+        h.done("resp_2")
+        await h.until(lambda: h.link.sent_types().count("response.create") == 2)
+        result = json.loads(h.link.sent[-2]["item"]["output"])
+        assert result["city"] == "Paris" and result["unit"] == "celsius"
+    finally:
+        h.link.end()
+        await asyncio.wait_for(task, 2)
+
+
+async def test_handoff_back_clears_the_transcription_language(h: Harness) -> None:
+    h.response("resp_1")
+    h.call("resp_1", "transfer_to_korean_20s", {"reason": "24"}, "call_a")
+    h.done("resp_1")
+    await h.until(lambda: h.link.sent_types().count("response.create") == 1)
+    h.response("resp_2")
+    h.call("resp_2", "transfer_to_triage", {"reason": "wants English"}, "call_b")
+    h.done("resp_2")
+    await h.until(lambda: h.link.sent_types().count("response.create") == 2)
+    back = h.link.sent[3]
+    assert back["type"] == "session.update"
+    assert back["session"]["audio"] == {"input": {"transcription": {"model": "gpt-4o-mini-transcribe"}}}
+    assert [x.to_agent for x in h.ctrl.history] == ["korean_20s", "triage"]
