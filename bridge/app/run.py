@@ -17,19 +17,22 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 import numpy as np
 
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, read_text_arg
+from bridge.errors import AudioError
 from bridge.link import http as rest
 from bridge.link.base import RealtimeLink
 from bridge.link.webrtc import WebRTCLink
 from bridge.link.ws import WebSocketLink
-from bridge.media import describe, open_sink, open_source
+from bridge.media import describe, open_sink, open_source, resolve_device
 from bridge.media.base import FRAME_MS, AudioSource
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
+from bridge.rtc.loopback import loopback_candidates
 from bridge.session import PrintConsole, Runtime
 from bridge.transcript import TranscriptWriter, default_path
 
@@ -37,6 +40,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
 WEBRTC_PLAYOUT_TARGET_MS = 20  # about one frame: the receive path already absorbs jitter
+
+
+def check_source(dev: str | None) -> None:
+    """Fail fast on a microphone that cannot work; it is only started once the call is up."""
+    spec = (dev or "").strip()
+    if spec.casefold() == "null":
+        return
+    if spec.casefold().endswith(".wav"):
+        if not Path(spec).is_file():
+            raise AudioError(f"no such input file: {spec}")
+        return
+    resolve_device(spec or None, "input")
+
+
+def is_loopback(url: str) -> bool:
+    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def session_config(model: str, voice: str, instructions: str | None) -> dict[str, Any]:
@@ -137,10 +156,11 @@ async def amain(args: argparse.Namespace) -> int:
     async with AsyncExitStack() as stack:
         _stop_on_signals(stack, stop)
         if args.offline or creds.offline:
-            from bridge.rtc.loopback import loopback_candidates
-
-            stack.enter_context(loopback_candidates())
             creds = await _offline_credentials(stack)
+        if is_loopback(creds.api_base):
+            # A server on this machine (the emulator) is reachable on loopback only; aioice never offers
+            # 127.0.0.1 by itself, so restrict our host candidates to it (bridge.rtc.loopback).
+            stack.enter_context(loopback_candidates())
         runtime_box: list[Runtime] = []
         raw_source = open_source(args.input)
         sink = open_sink(args.output)
@@ -148,17 +168,19 @@ async def amain(args: argparse.Namespace) -> int:
         target = WEBRTC_PLAYOUT_TARGET_MS if args.transport == "webrtc" else None
         playout = PlayoutBuffer(target_ms=target)
 
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        link = await _link(args, creds, http, session, source, runtime_box)
-        runtime = Runtime(link, playout, transcript, PrintConsole())
-        runtime_box.append(runtime)
-
-        transcript.open()
-        stack.callback(transcript.close)
+        # Devices first: a wrong device is reported before anything touches the network.
+        check_source(args.input)
         stack.push_async_callback(source.aclose)  # started once connected (MicTrack starts it on first pull)
         await sink.start(playout.pull)
         stack.push_async_callback(sink.aclose)
         playout.set_output_latency(sink.output_latency)
+
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        link = await _link(args, creds, http, session, source, runtime_box)
+        runtime = Runtime(link, playout, transcript, PrintConsole())
+        runtime_box.append(runtime)
+        transcript.open()
+        stack.callback(transcript.close)
 
         stack.push_async_callback(link.aclose)
         timings = await link.connect()

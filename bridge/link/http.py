@@ -61,7 +61,10 @@ async def check(resp: aiohttp.ClientResponse, what: str, expect: int = 200) -> N
 
 
 def client_error(exc: Exception, url: str) -> ConnectError:
-    return ConnectError(f"cannot reach {_host(url)}: {exc.__class__.__name__}: {exc}".rstrip(": "))
+    """One readable line: ``cannot reach HOST: Connection refused`` rather than aiohttp's repr."""
+    os_error = getattr(exc, "os_error", None)
+    reason = getattr(os_error, "strerror", None) or str(exc) or exc.__class__.__name__
+    return ConnectError(f"cannot reach {_host(url)}: {reason}")
 
 
 async def mint_key(
