@@ -101,6 +101,8 @@ class Topology:
     :meth:`set_profile` swaps the forwarder for one with another profile without rebuilding.
     """
 
+    loopback = False  # addresses are the namespaces' own; ICE offers them
+
     def __init__(self, profile: Profile, *, lifetime_s: float = 3600.0, seed: int | None = None) -> None:
         self.profile = profile
         self.lifetime_s = lifetime_s
