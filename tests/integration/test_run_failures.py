@@ -129,7 +129,10 @@ async def test_ice_that_never_connects_times_out_with_a_clear_error(tmp_path, mo
     app = web.Application()
     app.router.add_post("/v1/realtime/client_secrets", secret)
     app.router.add_post("/v1/realtime/calls", calls)
-    app.router.add_post("/v1/realtime/calls/{id}/hangup", lambda r: web.Response())
+    async def hangup(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_post("/v1/realtime/calls/{id}/hangup", hangup)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
