@@ -51,7 +51,9 @@ def test_echo_plan_and_round_trips() -> None:
     assert signals.segments(plan.audio)[0].start == pytest.approx(2.0, abs=0.002)
     rtt = [0.080, 0.120, 0.095, 0.3, 0.1]
     offset = 0.0123  # the output file started 12.3 ms after the input file
-    out = _place(plan.seconds + 1, [(a + r - offset, a + r - offset + 0.1) for (a, _), r in zip(plan.bursts, rtt)])
+    out = _place(
+        plan.seconds + 1, [(a + r - offset, a + r - offset + 0.1) for (a, _), r in zip(plan.bursts, rtt, strict=True)]
+    )
     out[int((plan.bursts[4][0] + 0.1 - offset) * RATE) :] = 0  # the last echo never came back
     timing = metrics.Timing(input_start_unix=1000.0, output_start_unix=1000.0 + offset, connected_unix=1001.0)
     tr = metrics.echo_trials(plan.bursts, out, timing, spacing_s=0.5)
