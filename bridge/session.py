@@ -63,6 +63,8 @@ class FunctionCallHandler(Protocol):
     """Runs tools and handoffs (``bridge.agents``). Called in the runtime's TaskGroup for each call."""
 
     async def on_function_call(self, call: ev.FunctionCall, runtime: Runtime) -> None: ...
+    def on_event(self, event: ev.Event) -> None:
+        """Every server event, in order, before the runtime acts on it (tracks responses and calls)."""
 
 
 class Console(Protocol):
@@ -209,6 +211,8 @@ class Runtime:
             await self.handle(ev.parse(raw))
 
     async def handle(self, e: ev.Event) -> None:  # noqa: C901 - one flat dispatch
+        if self.tools is not None:
+            self.tools.on_event(e)
         match e:
             case ev.SessionChanged(session=session):
                 self.session = session
@@ -250,6 +254,8 @@ class Runtime:
                 if item is not None:  # WebRTC: the server has sent the last sample of this reply
                     self._audio_done.add(item)
                     self.playout.end_item(item)
+                    if self._audio_item == item:
+                        self._audio_item = None  # what the track sends from now on (silence) is no reply
             case ev.AudioDelta():
                 self._on_audio_delta(e)
             case ev.AssistantText(item_id=item_id, text=text, final=final):

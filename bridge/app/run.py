@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import aiohttp
 import numpy as np
 
+from bridge.agents import AgentController, load_agents
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, read_text_arg
 from bridge.errors import AudioError
 from bridge.link import http as rest
@@ -151,6 +152,9 @@ async def amain(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_MODEL
     voice = args.voice or DEFAULT_VOICE
     session = session_config(model, voice, read_text_arg(args.instructions))
+    controller = AgentController(load_agents(args.agents)) if args.agents else None
+    if controller is not None:
+        session = controller.session_config(session)
     transcript = TranscriptWriter(Path(args.transcript) if args.transcript else default_path())
     stop = asyncio.Event()
     async with AsyncExitStack() as stack:
@@ -177,7 +181,7 @@ async def amain(args: argparse.Namespace) -> int:
 
         http = await stack.enter_async_context(aiohttp.ClientSession())
         link = await _link(args, creds, http, session, source, runtime_box)
-        runtime = Runtime(link, playout, transcript, PrintConsole())
+        runtime = Runtime(link, playout, transcript, PrintConsole(), tools=controller)
         runtime_box.append(runtime)
         transcript.open()
         stack.callback(transcript.close)
