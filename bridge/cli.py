@@ -77,7 +77,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--voice", default=None)
     p.add_argument("--instructions", default=None, metavar="TEXT|@FILE")
-    p.add_argument("--agents", default=None, metavar="FILE")
+    p.add_argument("--agents", default=None, metavar="FILE", help="agents file (TOML): agents run on the server")
+    p.add_argument("--language", default=None, help="input transcription language, e.g. ko")
+    p.add_argument("--greeting", default=None, help="text sent as the user's first message on connect")
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
