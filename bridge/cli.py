@@ -39,7 +39,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-secret", default=None, help="shared secret for --token-url (or BRIDGE_TOKEN_SECRET)")
     p.add_argument("--offline", action="store_true", help="use the built-in emulator even if a key is set")
     p.add_argument("--agents", default=None, metavar="FILE", help="agents file (TOML)")
-    p.add_argument("--ptt", action="store_true", help="push-to-talk (WS): a key starts and ends your turn")
+    p.add_argument("--ptt", action="store_true", help="push-to-talk: a key starts and ends your turn")
+    p.add_argument(
+        "--bargein",
+        choices=["exact", "naive"],
+        default="exact",
+        help="exact (default): stop at once and tell the server what was heard; naive: keep playing, "
+        "as a plain client does (for comparisons)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from bridge.transcript import Conversation, Item, TranscriptWriter
 log = logging.getLogger(__name__)
 
 FADE_MS = 5
+BargeInMode = Literal["exact", "naive"]  # naive: keep playing (what a plain client does); for comparisons
 UNKNOWN_ITEM = "?"  # WebRTC audio that arrives before its item is announced
 STOP_WAIT_S = 0.5  # how long to wait for the sink to report playback stopped after a flush
 
@@ -131,9 +132,11 @@ class Runtime:
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
         tools: FunctionCallHandler | None = None,
+        bargein_mode: BargeInMode = "exact",
     ) -> None:
         self.link = link
         self.tools = tools
+        self.bargein_mode: BargeInMode = bargein_mode
         self.playout = playout
         self.transcript = transcript
         self.console = console or PrintConsole()
@@ -314,9 +317,21 @@ class Runtime:
         self.playout.push(pcm.upsample_24k_to_48k(pcm24), e.item_id, e.content_index)
 
     async def _on_speech_started(self, e: ev.SpeechStarted) -> None:
-        t_event = self.clock()
+        onset = None
+        if self.mic_t0 is not None:  # audio_start_ms includes the prefix padding (PROTOCOL.md 4.4)
+            onset = self.mic_t0 + (e.audio_start_ms + self.turns.prefix_padding_ms) / 1000
+        await self._barge_in(onset, manual=False)
+
+    async def interrupt(self) -> None:
+        """Manual barge-in (push-to-talk key while the assistant speaks): the server is not cancelling."""
+        await self._barge_in(None, manual=True)
+
+    async def _barge_in(self, onset: float | None, manual: bool) -> None:
+        t_event, t_unix = self.clock(), time.time()
         item = self._audio_item
         if item is None or item in self._interrupted:
+            if manual and self._response_id is not None:
+                await self.link.send({"type": "response.cancel"})  # generating, no audio yet
             return
         played = self.playout.played_ms(item)
         received = self._received_ms.get(item, 0.0)
@@ -324,7 +339,13 @@ class Runtime:
         finished = item in self._audio_done and handed >= received - 1 and self.playout.queued_ms <= 0
         if finished:
             return  # it all played: nothing to cut, nothing to tell the server
-        flush = self.playout.flush(FADE_MS, discard=True)  # also gates late audio of the flushed items
+        bargein = {"item_id": item, "t_event": t_event, "event_unix": t_unix, "onset": onset, "played_ms": played}
+        self._bargein = bargein
+        if self.bargein_mode == "naive":
+            # what a plain client does: nothing. Kept to measure the difference (tests, bench).
+            self.transcript.write("latency", item_id=item, speech_started_unix=round(t_unix, 6), naive=True)
+            return
+        bargein["flush"] = self.playout.flush(FADE_MS, discard=True)  # also gates late audio of the item
         self.playout.ungate(UNKNOWN_ITEM)  # untagged WebRTC audio of later responses must still play
         self._interrupted.add(item)
         self._audio_item = None
@@ -334,17 +355,17 @@ class Runtime:
             it.total_ms = received
         if self.link.transport == "webrtc":
             self._gate_closed = True
+            if manual:  # PROTOCOL.md 4.5: cancel, then clear; the server truncates at what it sent
+                if self._response_id is not None:
+                    await self.link.send({"type": "response.cancel"})
+                await self.link.send({"type": "output_audio_buffer.clear"})
         else:
-            await self._tell_server_what_was_heard(item, played, received)
-        onset = None
-        if self.mic_t0 is not None:
-            onset = self.mic_t0 + (e.audio_start_ms + self.turns.prefix_padding_ms) / 1000
-        self._bargein = {"item_id": item, "t_event": t_event, "onset": onset, "played_ms": played, "flush": flush}
-        self._spawn(self._report_stop(self._bargein))
+            await self._tell_server_what_was_heard(item, played, received, manual)
+        self._spawn(self._report_stop(bargein))
 
-    async def _tell_server_what_was_heard(self, item: str, played: float, received: float) -> None:
+    async def _tell_server_what_was_heard(self, item: str, played: float, received: float, manual: bool) -> None:
         """WebSocket barge-in: cancel if the server won't, then truncate at what was heard (or delete)."""
-        if self._response_id is not None and not self.turns.interrupt_response:
+        if self._response_id is not None and (manual or not self.turns.interrupt_response):
             await self.link.send({"type": "response.cancel"})
         end_ms = int(min(played, received))
         if end_ms > 0:
@@ -368,7 +389,11 @@ class Runtime:
         stopped = flush.stopped_at
         b["stop_after_event_ms"] = round((stopped - b["t_event"]) * 1000, 1)
         self.metrics.stop_after_event_ms.append(b["stop_after_event_ms"])
-        fields: dict[str, Any] = {"item_id": b["item_id"], "stop_after_event_ms": b["stop_after_event_ms"]}
+        fields: dict[str, Any] = {
+            "item_id": b["item_id"],
+            "speech_started_unix": round(b["event_unix"], 6),
+            "stop_after_event_ms": b["stop_after_event_ms"],
+        }
         if b["onset"] is not None:
             b["bargein_ms"] = round((stopped - b["onset"]) * 1000, 1)
             self.metrics.bargein_ms.append(b["bargein_ms"])

@@ -152,6 +152,8 @@ async def amain(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_MODEL
     voice = args.voice or DEFAULT_VOICE
     session = session_config(model, voice, read_text_arg(args.instructions))
+    if args.ptt:
+        session["audio"]["input"]["turn_detection"] = None  # the key ends the turn (bridge.app.ptt)
     controller = AgentController(load_agents(args.agents)) if args.agents else None
     if controller is not None:
         session = controller.session_config(session)
@@ -181,7 +183,8 @@ async def amain(args: argparse.Namespace) -> int:
 
         http = await stack.enter_async_context(aiohttp.ClientSession())
         link = await _link(args, creds, http, session, source, runtime_box)
-        runtime = Runtime(link, playout, transcript, PrintConsole(), tools=controller)
+        bargein = getattr(args, "bargein", "exact")
+        runtime = Runtime(link, playout, transcript, PrintConsole(), tools=controller, bargein_mode=bargein)
         runtime_box.append(runtime)
         transcript.open()
         stack.callback(transcript.close)
@@ -194,7 +197,11 @@ async def amain(args: argparse.Namespace) -> int:
         await source.start()  # idempotent; a no-op if the WebRTC sender already started it
         devices = {"input": describe(raw_source), "output": describe(sink), **_device_times(raw_source, sink)}
         runtime.session_info.update(connect_ms=timings.steps, **devices)
-        pumps = [link.pump_audio()] if isinstance(link, WebSocketLink | WebRTCLink) else []
+        pumps = [link.pump_audio()]
+        if args.ptt:
+            from bridge.app.ptt import PushToTalk
+
+            pumps.append(PushToTalk(runtime).run())
         run = asyncio.ensure_future(runtime.run(*pumps))
         waiters = [run, asyncio.ensure_future(stop.wait())]
         try:

@@ -38,6 +38,7 @@ def run_args(tmp: Path, base_url: str, transport: str, duration: float, **kw: An
         offline=False,
         agents=None,
         ptt=False,
+        bargein="exact",
         verbose=0,
     )
     ns.update(kw)
