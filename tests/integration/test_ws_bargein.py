@@ -82,17 +82,10 @@ async def test_truncate_matches_what_was_played(tmp_path_factory, monkeypatch, i
 
 async def test_naive_client_keeps_talking_for_seconds(tmp_path, monkeypatch) -> None:
     """The same barge-in with a plain client (no flush, no truncate): stale audio measured in seconds."""
-    exact = (
-        await trial(tmp_path / "exact", monkeypatch, 0.5, 80, 4.0, "exact")
-        if (tmp_path / "exact").mkdir() is None
-        else None
-    )
-    naive = (
-        await trial(tmp_path / "naive", monkeypatch, 0.5, 80, 4.0, "naive")
-        if (tmp_path / "naive").mkdir() is None
-        else None
-    )
-    assert exact is not None and naive is not None
+    (tmp_path / "exact").mkdir()
+    (tmp_path / "naive").mkdir()
+    exact = await trial(tmp_path / "exact", monkeypatch, 0.5, 80, 4.0, "exact")
+    naive = await trial(tmp_path / "naive", monkeypatch, 0.5, 80, 4.0, "naive")
     stale_exact = exact["spans"][0][1] - exact["speech_started"]
     stale_naive = naive["spans"][0][1] - naive["speech_started"]
     print(f"stale audio after speech_started: exact {stale_exact * 1000:.0f} ms, naive {stale_naive * 1000:.0f} ms")
