@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
 
@@ -27,15 +27,48 @@ def make_app(config: EmulatorConfig | None = None) -> web.Application:
         keys=KeyStore(config),
         log=EventLog(config.log_path),
     )
-    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_cors])
     app[STATE] = state
     app.router.add_post("/v1/realtime/client_secrets", rest.client_secrets)
     app.router.add_post("/v1/realtime/calls", rest.create_call)
+    app.router.add_route("OPTIONS", "/v1/realtime/calls", _preflight)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", rest.hangup)
     app.router.add_get("/v1/realtime", ws.realtime_ws)
     app.on_shutdown.append(_on_shutdown)
     app.cleanup_ctx.append(_lifetime)
     return app
+
+
+# Browsers POST their SDP offer to /v1/realtime/calls with an ephemeral key, cross-origin (PROTOCOL.md
+# 2.1; the web page of `bridge serve` does it): answer the preflight and let the page read `Location`.
+_CORS_PATHS = frozenset({"/v1/realtime/calls"})
+
+
+def _cors_headers(request: web.Request) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if origin is None or request.path not in _CORS_PATHS:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Location", "Vary": "Origin"}
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    headers = {
+        **_cors_headers(request),
+        "Access-Control-Allow-Methods": "POST",
+        "Access-Control-Allow-Headers": "authorization, content-type",
+        "Access-Control-Max-Age": "600",
+    }
+    return web.Response(status=204, headers=headers)
+
+
+@web.middleware
+async def _cors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    if request.method != "OPTIONS":
+        response.headers.update(_cors_headers(request))
+    return response
 
 
 async def _on_shutdown(app: web.Application) -> None:

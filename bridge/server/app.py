@@ -1,4 +1,5 @@
-"""The aiohttp app: ``GET /`` serves ``web/``, ``POST /api/client-secret`` mints ephemeral keys.
+"""The aiohttp app: ``GET /`` serves ``web/``, ``POST /api/client-secret`` mints ephemeral keys, and with
+server-side agents ``POST /api/call`` creates browser calls (``bridge.server.calls``).
 
 One shared upstream ``ClientSession`` lives in ``cleanup_ctx``; per-app state hangs off typed
 ``web.AppKey``s (no module globals). Every response, errors included, carries the security headers.
@@ -14,9 +15,10 @@ from types import MappingProxyType
 import aiohttp
 from aiohttp import web
 
+from bridge.server.calls import CallRegistry, calls_lifetime, hangup_call, start_call
 from bridge.server.mint import MintError, mint, public_session
 from bridge.server.relay import MAX_OFFER_BYTES, read_bounded, relay_call
-from bridge.server.security import RateLimiter, guard_mint, json_error, origin_allowed, security_headers
+from bridge.server.security import RateLimiter, guard, guard_mint, json_error, origin_allowed, security_headers
 from bridge.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ SETTINGS = web.AppKey("settings", ServerSettings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 LIMITER = web.AppKey("limiter", RateLimiter)
 HEADERS = web.AppKey("headers", dict)
+CALLS = web.AppKey("calls", CallRegistry)
 
 # Served file types; anything else under web/ is a 404. `.js` must be a JavaScript MIME type or the
 # browser refuses to run it as a module (and nosniff forbids guessing).
@@ -46,6 +49,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5)) as http:
         app[HTTP] = http
+        yield
+
+
+async def _calls_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Registered after the HTTP session, so it is cleaned up first: sidebands end while it is open."""
+    async with calls_lifetime(app[CALLS], app[SETTINGS], app[HTTP]):
         yield
 
 
@@ -111,14 +120,40 @@ async def _calls(request: web.Request) -> web.StreamResponse:
     return await relay_call(request, request.app[HTTP], settings.upstream_calls_url, settings.upstream_timeout)
 
 
-async def _config(request: web.Request) -> web.StreamResponse:
-    """What the page needs before it connects (no secrets)."""
+async def _call(request: web.Request) -> web.StreamResponse:
+    """``POST /api/call``: the page's SDP offer -> a call with the server's agents (only with --agents)."""
     settings = request.app[SETTINGS]
+    if settings.agents is None:
+        raise web.HTTPNotFound()
+    refused = guard(request, settings, request.app[LIMITER], max_bytes=settings.max_offer_bytes, action="start calls")
+    if refused is not None:
+        log.info("call refused for %s: HTTP %d", request.remote, refused.status)
+        return refused
+    return await start_call(request, settings, request.app[HTTP], request.app[CALLS])
+
+
+async def _hangup(request: web.Request) -> web.StreamResponse:
+    """``POST /api/call/{id}/hangup``: origin and access token like minting, but never rate limited
+    (ending a call spends nothing, and a user must always be able to stop one)."""
+    settings = request.app[SETTINGS]
+    if settings.agents is None:
+        raise web.HTTPNotFound()
+    refused = guard(request, settings, None, max_bytes=settings.max_body_bytes, action="end calls")
+    if refused is not None:
+        return refused
+    return await hangup_call(request, settings, request.app[HTTP], request.app[CALLS])
+
+
+async def _config(request: web.Request) -> web.StreamResponse:
+    """What the page needs before it connects (no secrets; agent names are not secret, instructions are)."""
+    settings = request.app[SETTINGS]
+    agents = settings.agents
     return web.json_response(
         {
             "access_token_required": settings.access_token is not None,
             "greeting": settings.greeting,
             "offline": settings.offline,
+            "agents": {"start": agents.start, "names": list(agents.agents)} if agents is not None else None,
         }
     )
 
@@ -139,15 +174,19 @@ def _static(root: Path) -> Handler:
 
 def make_app(settings: ServerSettings) -> web.Application:
     """The token server + page. Does no I/O until the app starts (the upstream session opens then)."""
-    app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[_errors])
+    app = web.Application(client_max_size=max(MAX_OFFER_BYTES, settings.max_offer_bytes), middlewares=[_errors])
     app[SETTINGS] = settings
     app[LIMITER] = RateLimiter(settings.rate_burst, settings.rate_period, settings.rate_max_clients)
     app[HEADERS] = security_headers(settings)
+    app[CALLS] = CallRegistry(settings.max_calls)
     app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_calls_lifetime)
     app.on_response_prepare.append(_add_headers)
     app.router.add_post("/api/client-secret", _client_secret)
     app.router.add_post("/api/calls", _calls)
     app.router.add_get("/api/config", _config)
+    app.router.add_post("/api/call", _call)
+    app.router.add_post("/api/call/{call_id}/hangup", _hangup)
     static = _static(settings.web_root)
     app.router.add_get("/", static)
     app.router.add_get("/{path:(?!api/).+}", static)

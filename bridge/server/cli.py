@@ -14,13 +14,18 @@ import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, credentials, env, read_text_arg
 from bridge.errors import ConfigError
 from bridge.server.app import make_app
-from bridge.server.settings import ServerSettings, normalize_origin
+from bridge.server.settings import DEFAULT_TRANSCRIPTS_DIR, ServerSettings, find_web_root, normalize_origin
+
+if TYPE_CHECKING:
+    from bridge.agents.config import AgentSet
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ def build_settings(args: argparse.Namespace, api_key: str, api_base: str, offlin
             raise ConfigError(f"--allow-origin must look like https://host[:port], got {origin!r}")
         origins.append(normalized)
     language = getattr(args, "language", None) or env("BRIDGE_TRANSCRIBE_LANGUAGE")
+    agents = _load_agents(getattr(args, "agents", None) or env("BRIDGE_AGENTS"))
     return ServerSettings(
         api_key=api_key,
         api_base=api_base,
@@ -50,7 +56,34 @@ def build_settings(args: argparse.Namespace, api_key: str, api_base: str, offlin
         trust_forwarded=env("BRIDGE_TRUST_FORWARDED", "0") in ("1", "true", "yes"),
         offline=offline,
         relay_calls=_relay_calls(offline),
+        agents=agents,
+        transcripts_dir=Path(
+            getattr(args, "transcripts_dir", None) or env("BRIDGE_TRANSCRIPTS_DIR") or DEFAULT_TRANSCRIPTS_DIR
+        ),
+        max_calls=_int_setting(getattr(args, "max_calls", None), "BRIDGE_MAX_CALLS", 8),
+        web_root=find_web_root(getattr(args, "web_root", None)),
     )
+
+
+def _load_agents(path: str | None) -> AgentSet | None:
+    """The agents file, validated at start-up: a bad file is one ConfigError (exit 1) listing every problem."""
+    if not path:
+        return None
+    from bridge.agents import load_agents
+
+    return load_agents(path)
+
+
+def _int_setting(flag: int | None, name: str, default: int) -> int:
+    if flag is not None:
+        return int(flag)
+    raw = env(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
 def _relay_calls(offline: bool) -> bool:
@@ -109,6 +142,13 @@ async def serve(args: argparse.Namespace) -> int:
             )
         port = await stack.enter_async_context(run_site(make_app(settings), args.host, args.port))
         shown = f"[{args.host}]" if ":" in args.host else args.host
+        if settings.agents is not None:
+            names = ", ".join(settings.agents.agents)
+            print(
+                f"bridge serve: agents on the server ({names}; start {settings.agents.start}); "
+                f"browser calls via /api/call, transcripts in {settings.transcripts_dir}/",
+                flush=True,
+            )
         print(f"bridge serve: open http://{shown}:{port}/ in a browser (Ctrl-C to stop)", flush=True)
         await _wait_for_signal()
     return 0

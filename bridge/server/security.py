@@ -114,8 +114,24 @@ def access_token_ok(request: web.Request, expected: str | None) -> bool:
 
 def guard_mint(request: web.Request, settings: ServerSettings, limiter: RateLimiter) -> web.Response | None:
     """Run every check for a mint request; the refusal response, or None to go ahead."""
+    return guard(request, settings, limiter, max_bytes=settings.max_body_bytes, action="request keys")
+
+
+def guard(
+    request: web.Request,
+    settings: ServerSettings,
+    limiter: RateLimiter | None,
+    *,
+    max_bytes: int,
+    action: str,
+) -> web.Response | None:
+    """Origin, access token, declared body size and (with a ``limiter``) the rate limit, in that order.
+
+    Every endpoint that spends the owner's money (mint, server-created calls) or controls a call goes
+    through here; ``action`` finishes the 403 sentence ("This page's origin may not <action> here.").
+    """
     if not origin_allowed(request, settings.allowed_origins):
-        return json_error(403, "origin_not_allowed", "This page's origin may not request keys here.")
+        return json_error(403, "origin_not_allowed", f"This page's origin may not {action} here.")
     if not access_token_ok(request, settings.access_token):
         return json_error(
             401,
@@ -123,8 +139,10 @@ def guard_mint(request: web.Request, settings: ServerSettings, limiter: RateLimi
             "A valid access token is required to start a session.",
             headers={"WWW-Authenticate": 'Bearer realm="bridge"'},
         )
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        return json_error(413, "request_too_large", f"Bodies are limited to {settings.max_body_bytes} bytes.")
+    if request.content_length is not None and request.content_length > max_bytes:
+        return json_error(413, "request_too_large", f"Bodies are limited to {max_bytes} bytes.")
+    if limiter is None:
+        return None
     wait = limiter.take(client_key(request, settings.trust_forwarded))
     if wait > 0:
         retry = max(1, math.ceil(wait))

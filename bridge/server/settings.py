@@ -5,19 +5,27 @@ Nothing here does I/O. ``repr()`` never shows the API key or the access token.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE
 from bridge.errors import ConfigError
 
+if TYPE_CHECKING:
+    from bridge.agents.config import AgentSet
+
 # PROTOCOL.md 1.1: expires_after.seconds is 10..7200.
 MIN_KEY_TTL = 10
 MAX_KEY_TTL = 7200
 
+# The page lives in the repository's top-level web/ (plain files, no build step). An editable install
+# finds it next to the package; anything else must point at it (see find_web_root).
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+DEFAULT_TRANSCRIPTS_DIR = Path("transcripts") / "serve"
 
 
 def default_turn_detection() -> dict[str, Any]:
@@ -59,12 +67,19 @@ class ServerSettings:
     offline: bool = False
     # True: the page sends its SDP offer to our /api/calls relay instead of straight to the API.
     relay_calls: bool = False
+    # Server-side agents (``--agents``): browser calls go through POST /api/call and the sideband.
+    agents: AgentSet | None = None
+    transcripts_dir: Path = DEFAULT_TRANSCRIPTS_DIR
+    max_calls: int = 8  # concurrent sideband sessions (each holds a WebSocket and runs tools here)
+    max_offer_bytes: int = 64 * 1024  # a browser offer is ~3-6 KB
 
     def __post_init__(self) -> None:
         if not MIN_KEY_TTL <= self.key_ttl <= MAX_KEY_TTL:
             raise ConfigError(f"--key-ttl must be {MIN_KEY_TTL}..{MAX_KEY_TTL} seconds, got {self.key_ttl}")
         if self.rate_burst < 1 or self.rate_period <= 0:
             raise ConfigError("rate limit needs a burst >= 1 and a period > 0")
+        if self.max_calls < 1:
+            raise ConfigError(f"the concurrent call limit must be >= 1, got {self.max_calls}")
         for origin in self.allowed_origins:
             if normalize_origin(origin) != origin:
                 raise ConfigError(f"--allow-origin must look like https://host[:port], got {origin!r}")
@@ -96,6 +111,40 @@ class ServerSettings:
         if self.instructions:
             session["instructions"] = self.instructions
         return session
+
+    def call_session_config(self) -> dict[str, Any]:
+        """The session for a server-created call: the base config set up for the agents' start agent.
+
+        Only with ``agents``; the start agent's instructions, tools, voice and transcription language win
+        over ``--instructions``/``--voice``/``--language`` (docs/agents.md "Voice").
+        """
+        if self.agents is None:
+            raise ConfigError("no agents file: browser calls are not created on this server")
+        return self.agents.session_config(self.session_config())
+
+
+def find_web_root(explicit: str | Path | None = None) -> Path:
+    """The directory holding the page (``index.html``), checked at start-up.
+
+    Order: ``explicit`` (``--web-root``), ``BRIDGE_WEB_ROOT``, the repository's ``web/`` next to the package
+    (a source checkout or an editable install), ``<prefix>/share/bridge/web``. A wheel cannot carry
+    ``web/`` inside the package without moving it, so a non-editable install must name it; the error
+    says how.
+    """
+    env = os.environ.get("BRIDGE_WEB_ROOT") or None
+    for given, source in ((explicit, "--web-root"), (env, "BRIDGE_WEB_ROOT")):
+        if given:
+            root = Path(given).expanduser()
+            if not (root / "index.html").is_file():
+                raise ConfigError(f"{source} {root}: no index.html there")
+            return root.resolve()
+    for root in (DEFAULT_WEB_ROOT, Path(sys.prefix) / "share" / "bridge" / "web"):
+        if (root / "index.html").is_file():
+            return root.resolve()
+    raise ConfigError(
+        "cannot find the page (web/index.html): this install has no web/ next to the package. "
+        "Point at a checkout's web/ directory with --web-root DIR or BRIDGE_WEB_ROOT=DIR"
+    )
 
 
 def normalize_origin(origin: str) -> str | None:
