@@ -1,0 +1,243 @@
+"""Black-box mouth-to-ear round trip through REAL audio devices (PulseAudio virtual devices, issue #3).
+
+A harness plays tone bursts into the virtual microphone (sink ``micsink``; the bridge records its monitor
+as its default input) and records the virtual speaker's monitor (``spk.monitor``) in ONE duplex PortAudio
+stream, so both directions share one sample clock. ``bridge run`` runs as a subprocess on the default
+devices against ``bridge emulate --behaviour echo`` (which sends received audio straight back), so the
+round trip is: harness out -> mic -> bridge uplink -> emulator -> bridge downlink -> speaker -> harness in.
+
+The harness's own loop (play into ``micsink``, record ``micsink.monitor``) is measured the same way and
+reported beside it: subtract it to get the bridge's share. Needs a running daemon (``scripts/pulse-up.sh``).
+
+    python -m bridge.bench.pulse_m2e --transport webrtc --bursts 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RATE = 48_000
+BLOCK = 240  # 5 ms harness blocks
+BURST_S = 0.06
+PERIOD_S = 0.7
+LEVEL = 0.25
+THRESHOLD = 2000
+
+
+def _burst() -> np.ndarray:
+    t = np.arange(int(BURST_S * RATE)) / RATE
+    x = LEVEL * np.sin(2 * np.pi * 1000 * t)
+    ramp = int(0.002 * RATE)
+    x[:ramp] *= np.linspace(0, 1, ramp)
+    x[-ramp:] *= np.linspace(1, 0, ramp)
+    return (x * 32767).astype(np.int16)
+
+
+@dataclass
+class Loop:
+    """Round trips (ms) measured on the harness's sample clock."""
+
+    rtt_ms: list[float]
+    missed: int
+
+    def summary(self) -> dict[str, float | int]:
+        a = np.array(self.rtt_ms) if self.rtt_ms else np.array([np.nan])
+        return {
+            "n": len(self.rtt_ms),
+            "missed": self.missed,
+            "p50": round(float(np.median(a)), 1),
+            "p95": round(float(np.percentile(a, 95)), 1),
+            "max": round(float(np.max(a)), 1),
+            "all": [round(x, 1) for x in self.rtt_ms],
+        }
+
+
+@contextlib.contextmanager
+def _pulse_env(sink: str, source: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("PULSE_SINK", "PULSE_SOURCE")}
+    os.environ["PULSE_SINK"], os.environ["PULSE_SOURCE"] = sink, source
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_harness(bursts: int, record_from: str) -> Loop:
+    """Play ``bursts`` into micsink, record ``record_from``, one duplex stream; return the round trips."""
+    import sounddevice as sd
+
+    burst = _burst()
+    period = int(PERIOD_S * RATE)
+    total = period * (bursts + 1)
+    played = np.zeros(total, dtype=np.int16)
+    # a random sub-frame phase per burst: with every period a multiple of every block size, all bursts would
+    # meet the 5/10/20 ms block boundaries at the same phase and the spread would be hidden
+    rng = np.random.default_rng(7)
+    starts = [period // 2 + k * period + int(rng.integers(0, 960)) for k in range(bursts)]
+    for s in starts:
+        played[s : s + len(burst)] = burst
+    heard = np.zeros(total, dtype=np.int16)
+    pos = [0]
+    done = threading.Event()
+
+    def callback(indata, outdata, frames, _time, _status) -> None:  # PortAudio thread: slicing only
+        a = pos[0]
+        b = min(a + frames, total)
+        outdata[: b - a, 0] = played[a:b]
+        outdata[b - a :, 0] = 0
+        heard[a:b] = indata[: b - a, 0]
+        pos[0] = b
+        if b >= total:
+            done.set()
+
+    with _pulse_env("micsink", record_from):
+        sd._terminate()  # PortAudio reads the ALSA/pulse configuration at initialisation
+        sd._initialize()
+        with sd.Stream(samplerate=RATE, blocksize=BLOCK, channels=1, dtype="int16", latency="low", callback=callback):
+            done.wait(total / RATE + 5)
+    loud = np.abs(heard.astype(np.int32)) > THRESHOLD
+    rtts, missed = [], 0
+    for s in starts:
+        window = loud[s : s + period - len(burst)]
+        hit = int(np.argmax(window)) if window.any() else -1
+        if hit < 0:
+            missed += 1
+        else:
+            rtts.append(hit / RATE * 1000)
+    return Loop(rtts, missed)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the emulator never listened on port {port}")
+        time.sleep(0.05)
+
+
+def _wait_for(path: Path, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and needle in path.read_text()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never showed {needle!r}")
+        time.sleep(0.05)
+
+
+def _cpu_and_rss(pid: int) -> tuple[float, int]:
+    """(user+system CPU seconds, peak RSS in KiB) of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM")
+    )
+    return cpu, hwm
+
+
+def measure(transport: str, bursts: int) -> dict[str, object]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
+    env["OPENAI_API_KEY"] = "sk-bench-pulse"
+    base = f"http://127.0.0.1:{port}/v1"
+    with tempfile.TemporaryDirectory() as tmp:
+        transcript = Path(tmp) / "t.jsonl"
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "emulate", "--behaviour", "echo", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        bridge = None
+        try:
+            _wait_port(port, 10)
+            cmd = [sys.executable, "-m", "bridge", "run", "--transport", transport, "--api-base", base]
+            # echo answers the user's own "speech": the exact barge-in would (rightly) cut it off, so the
+            # transport path is measured with barge-in handling off
+            cmd += ["--transcript", str(transcript), "--bargein", "naive"]
+            bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                _wait_for(transcript, '"kind": "session"', 20)
+            except RuntimeError:
+                bridge.kill()
+                raise RuntimeError(f"bridge run did not start: {bridge.communicate()[1].decode().strip()}") from None
+            time.sleep(0.5)
+            cpu0, t0 = _cpu_and_rss(bridge.pid)[0], time.monotonic()
+            loop = run_harness(bursts, "spk.monitor")
+            cpu1, hwm = _cpu_and_rss(bridge.pid)
+            cpu_pct = (cpu1 - cpu0) / (time.monotonic() - t0) * 100
+        finally:
+            for proc in (bridge, emulator):
+                if proc is not None:
+                    proc.send_signal(2)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(10)
+                    if proc.poll() is None:
+                        proc.kill()
+    return {
+        "transport": transport,
+        **loop.summary(),
+        "bridge_cpu_pct": round(cpu_pct, 1),
+        "bridge_peak_rss_mib": round(hwm / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", default="webrtc,ws")
+    parser.add_argument("--bursts", type=int, default=20)
+    parser.add_argument("--json", default=None, metavar="PATH")
+    args = parser.parse_args(argv)
+    if not os.environ.get("PULSE_SERVER"):
+        print('pulse_m2e: no PULSE_SERVER: start the virtual devices with `eval "$(scripts/pulse-up.sh)"`')
+        return 2
+    rows = [
+        {
+            "transport": "harness only (micsink -> micsink.monitor)",
+            **run_harness(args.bursts, "micsink.monitor").summary(),
+        }
+    ]
+    for transport in args.transport.split(","):
+        rows.append(measure(transport.strip(), args.bursts))
+    print("| path | n | missed | p50 ms | p95 ms | max ms | bridge CPU % | bridge peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['transport']} | {r['n']} | {r['missed']} | {r['p50']} | {r['p95']} | {r['max']} | "
+            f"{r.get('bridge_cpu_pct', '')} | {r.get('bridge_peak_rss_mib', '')} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
