@@ -52,13 +52,14 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None
     raise SystemExit(f"port {port} never opened")
 
 
-def emulator_has_cors() -> bool:
+def emulator_has_cors(emu_port: int = EMU_PORT, serve_port: int = SERVE_PORT) -> bool:
     """Does the emulator answer a browser's CORS preflight for /realtime/calls (as the real API does)?
 
-    If not, ``bridge serve`` relays the SDP exchange same-origin (BRIDGE_CALLS=relay).
+    It must: the page posts its offer straight to the API (BRIDGE_CALLS=direct), as it does in
+    production; the same-origin relay is tested in Python (tests/integration/test_server_mint.py).
     """
-    req = urllib.request.Request(f"http://127.0.0.1:{EMU_PORT}/v1/realtime/calls", method="OPTIONS")
-    req.add_header("Origin", f"http://127.0.0.1:{SERVE_PORT}")
+    req = urllib.request.Request(f"http://127.0.0.1:{emu_port}/v1/realtime/calls", method="OPTIONS")
+    req.add_header("Origin", f"http://127.0.0.1:{serve_port}")
     req.add_header("Access-Control-Request-Method", "POST")
     req.add_header("Access-Control-Request-Headers", "authorization,content-type")
     try:
@@ -80,8 +81,9 @@ def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
     )  # fmt: skip
     deadline = time.monotonic() + 20
     wait_port(EMU_PORT, emu, deadline)
-    env["BRIDGE_CALLS"] = "direct" if emulator_has_cors() else "relay"
-    print(f"SDP exchange: {env['BRIDGE_CALLS']}", flush=True)
+    if not emulator_has_cors():
+        raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
+    env["BRIDGE_CALLS"] = "direct"
     serve = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v",
          "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN],

@@ -1,7 +1,7 @@
 // Checks of the page's pure JS modules, evaluated inside Chromium by browser_flow.py.
 // Returns a list of failure messages (empty = all good).
 async () => {
-  const { Transcript } = await import("/js/transcript.js");
+  const { Transcript, renderTranscript, handoffTarget } = await import("/js/transcript.js");
   const { EventLog, elide, category } = await import("/js/log.js");
   const { LatencyMeter, errorWords } = await import("/js/state.js");
   const fails = [];
@@ -27,6 +27,29 @@ async () => {
   check(t.items.get("u").text === "hello" && t.items.get("u").role === "user", "user transcription");
   const lines = t.toJsonl().trim().split("\n").map((l) => JSON.parse(l));
   check(lines.length === 6 && lines[3].truncated_at_ms === 1234, "transcript JSONL");
+
+  // Server-side agents: transfer_to_<name> calls are handoffs and give the current agent; the same call
+  // seen twice (arguments.done, then conversation.item.done) counts once.
+  check(handoffTarget("transfer_to_korean_20s") === "korean_20s" && handoffTarget("get_weather") === null, "handoffTarget");
+  const a = new Transcript();
+  a.clear({ start: "triage", names: ["triage", "korean_20s", "empathetic"] });
+  a.apply({ type: "conversation.item.added", previous_item_id: null, item: { id: "r1", type: "message", role: "assistant", content: [] } });
+  const call = { id: "fc1", type: "function_call", name: "transfer_to_korean_20s", call_id: "c1", arguments: '{"reason":"24, Korean"}' };
+  a.apply({ type: "response.function_call_arguments.done", item_id: "fc1", call_id: "c1", name: call.name, arguments: call.arguments });
+  a.apply({ type: "conversation.item.done", previous_item_id: "r1", item: call });
+  a.apply({ type: "conversation.item.added", previous_item_id: "fc1", item: { id: "r2", type: "message", role: "assistant", content: [] } });
+  check(a.agent === "korean_20s", `current agent ${a.agent}`);
+  check(a.items.get("r1").agent === "triage" && a.items.get("r2").agent === "korean_20s", "reply agents");
+  const fc = a.items.get("fc1");
+  check(fc.from === "triage" && fc.to === "korean_20s" && fc.reason === "24, Korean", `handoff ${JSON.stringify(fc)}`);
+  const ol = document.createElement("ol");
+  renderTranscript(ol, a);
+  check(ol.children[1].classList.contains("turn-handoff"), "handoff row class");
+  check(ol.children[1].textContent.includes("handoff → korean_20s"), `handoff row ${ol.children[1].textContent}`);
+  check(ol.children[2].textContent.includes("Assistant · korean_20s"), `reply row ${ol.children[2].textContent}`);
+  check(JSON.parse(a.toJsonl().split("\n")[1]).handoff_to === "korean_20s", "handoff in JSONL");
+  a.clear(null);
+  check(a.agent === null, "no agents -> no current agent");
 
   // Event log: delta floods collapse into one row; audio payloads are elided.
   const list = document.createElement("ol");

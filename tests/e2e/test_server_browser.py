@@ -1,8 +1,10 @@
 """Real Chromium against ``bridge serve`` + ``bridge emulate``, inside a loopback-only network namespace.
 
-The flow itself lives in ``browser_flow.py`` (run under ``ip netns exec``) so that the browser, the
-servers and every packet they exchange stay in a namespace that has nothing but ``lo``.
-Set ``BRIDGE_SAVE_SCREENSHOT=1`` to refresh ``docs/screenshot-web.png`` from the run.
+The flows live in ``browser_flow.py`` (the plain ephemeral-key page) and ``agents_flow.py``
+(``bridge serve --agents``: offer to /api/call, agents on the server over the sideband); each runs under
+``ip netns exec`` so that the browser, the servers and every packet they exchange stay in a namespace
+that has nothing but ``lo``. Set ``BRIDGE_SAVE_SCREENSHOT=1`` to refresh ``docs/screenshot-web.png`` and
+``docs/screenshot-agents.png`` from the run.
 """
 
 from __future__ import annotations
@@ -73,19 +75,38 @@ def netns(prereqs: None) -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-def test_browser_flow(tmp_path: Path, speech_wav: Path, netns: str) -> None:
-    screenshot = tmp_path / "screenshot-web.png"
+@pytest.fixture
+def silence_wav(prereqs: None, tmp_path: Path) -> Path:
+    """Fake-mic file for the agents flow: silence (its turns are typed). Without a file Chromium's fake
+    device beeps, which the emulator's VAD would take for speech."""
+    wav = tmp_path / "silence_48k.wav"
+    subprocess.run(["sox", "-n", "-r", "48000", "-c", "1", "-b", "16", str(wav), "trim", "0", "30"], check=True)
+    return wav
+
+
+def _run_flow(script: str, tmp_path: Path, wav: Path, netns: str, screenshot: Path, logs: tuple[str, ...]) -> None:
     proc = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, str(Path(__file__).with_name("browser_flow.py")),
-         "--work", str(tmp_path), "--wav", str(speech_wav), "--screenshot", str(screenshot)],
+        ["ip", "netns", "exec", netns, sys.executable, str(Path(__file__).with_name(script)),
+         "--work", str(tmp_path), "--wav", str(wav), "--screenshot", str(screenshot)],
         cwd=ROOT, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
-    logs = "\n".join(
+    tails = "\n".join(
         f"--- {name}\n{(tmp_path / name).read_text(errors='replace')[-4000:]}"
-        for name in ("serve.out", "emulator.out")
+        for name in logs
         if (tmp_path / name).exists()
     )
-    assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}\n{logs}"
+    assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}\n{tails}"
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("BRIDGE_SAVE_SCREENSHOT") == "1":
-        shutil.copyfile(screenshot, ROOT / "docs" / "screenshot-web.png")
+        shutil.copyfile(screenshot, ROOT / "docs" / screenshot.name)
+
+
+def test_browser_flow(tmp_path: Path, speech_wav: Path, netns: str) -> None:
+    screenshot = tmp_path / "screenshot-web.png"
+    _run_flow("browser_flow.py", tmp_path, speech_wav, netns, screenshot, ("serve.out", "emulator.out"))
+
+
+def test_browser_agents_through_the_sideband(tmp_path: Path, silence_wav: Path, netns: str) -> None:
+    screenshot = tmp_path / "screenshot-agents.png"
+    logs = ("agents-serve.out", "agents-emulator.out")
+    _run_flow("agents_flow.py", tmp_path, silence_wav, netns, screenshot, logs)

@@ -189,3 +189,26 @@ async def test_upstream_rejecting_the_config_says_why(emu: RunningEmulator) -> N
     assert resp.status == 502
     assert body["error"]["code"] == "upstream_rejected"
     assert "no-such-voice" in body["error"]["message"]
+
+
+async def test_emulator_lets_a_page_post_its_offer_directly(emu: RunningEmulator) -> None:
+    """The page's direct flow (BRIDGE_CALLS=direct): a cross-origin POST of the SDP with an ephemeral key,
+    as the real API allows (PROTOCOL.md 2.1). The preflight must pass and ``Location`` must be readable."""
+    from aiohttp import ClientSession
+
+    origin = "http://127.0.0.1:8080"
+    async with ClientSession() as http:
+        pre = {"Origin": origin, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+        async with http.options(f"{emu.base_url}/realtime/calls", headers=pre) as resp:
+            assert resp.status in (200, 204)
+            assert resp.headers["Access-Control-Allow-Origin"] == origin
+            assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+            allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
+            assert {"authorization", "content-type"} <= allowed
+        headers = {"Origin": origin, "Authorization": "Bearer ek_nope", "Content-Type": "application/sdp"}
+        async with http.post(f"{emu.base_url}/realtime/calls", data="v=0\r\n", headers=headers) as resp:
+            assert resp.status == 401  # errors carry CORS too, so the page can read the message
+            assert resp.headers["Access-Control-Allow-Origin"] == origin
+        async with http.options(f"{emu.base_url}/realtime/client_secrets", headers=pre) as resp:
+            assert "Access-Control-Allow-Origin" not in resp.headers  # minting stays server-side only

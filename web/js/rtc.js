@@ -1,5 +1,7 @@
 // The browser's Realtime connection: ask our server for an ephemeral key, then WebRTC straight to
-// the Realtime API (PROTOCOL.md 2.1, 2.3). No API key ever reaches this page.
+// the Realtime API (PROTOCOL.md 2.1, 2.3). With server-side agents (`bridge serve --agents`) the
+// offer goes to our /api/call instead: the server creates the call with its key and runs the agents
+// over the sideband (PROTOCOL.md 2.4). No API key ever reaches this page.
 
 /** An error with a plain-words message for the error box. */
 export class ConnectError extends Error {
@@ -13,26 +15,37 @@ export class ConnectError extends Error {
 const GATHER_TIMEOUT_MS = 2000;
 const OPEN_TIMEOUT_MS = 15000;
 
+function authHeaders(accessToken, contentType) {
+  const headers = { "Content-Type": contentType };
+  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
+  return headers;
+}
+
+/** Our server's JSON error ({error: {code, message}}) in plain words. */
+function serverRefusal(resp, body) {
+  const message = body?.error?.message || `The token server answered HTTP ${resp.status}.`;
+  const prefix = {
+    401: "The access token was refused. ",
+    403: "This page may not use the token server. ",
+    429: "Slow down. ",
+  }[resp.status] || "";
+  return new ConnectError(prefix + message, { status: resp.status, code: body?.error?.code });
+}
+
+const UNREACHABLE = "Cannot reach the token server. Is `bridge serve` running?";
+
 /** POST /api/client-secret; returns {value, expires_at, session, calls_url}. */
 export async function fetchClientSecret(accessToken) {
-  const headers = { "Content-Type": "application/json" };
-  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
   let resp;
   try {
-    resp = await fetch("/api/client-secret", { method: "POST", headers, body: "{}" });
+    resp = await fetch("/api/client-secret", {
+      method: "POST", headers: authHeaders(accessToken, "application/json"), body: "{}",
+    });
   } catch (err) {
-    throw new ConnectError("Cannot reach the token server. Is `bridge serve` running?", String(err));
+    throw new ConnectError(UNREACHABLE, String(err));
   }
   const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) {
-    const message = body?.error?.message || `The token server answered HTTP ${resp.status}.`;
-    const prefix = {
-      401: "The access token was refused. ",
-      403: "This page may not use the token server. ",
-      429: "Slow down. ",
-    }[resp.status] || "";
-    throw new ConnectError(prefix + message, { status: resp.status, code: body?.error?.code });
-  }
+  if (!resp.ok) throw serverRefusal(resp, body);
   if (typeof body.value !== "string" || typeof body.calls_url !== "string") {
     throw new ConnectError("The token server sent an unexpected answer.");
   }
@@ -113,6 +126,29 @@ async function exchangeSdp(callsUrl, ephemeralKey, offerSdp) {
   return { answer: text, callId: location.split("/").pop() || null };
 }
 
+/** POST the offer to our /api/call (server-side agents); returns {answer, callId}. */
+async function serverCall(accessToken, offerSdp) {
+  let resp;
+  try {
+    resp = await fetch("/api/call", {
+      method: "POST", headers: authHeaders(accessToken, "application/sdp"), body: offerSdp,
+    });
+  } catch (err) {
+    throw new ConnectError(UNREACHABLE, String(err));
+  }
+  if (resp.status !== 201) throw serverRefusal(resp, await resp.json().catch(() => ({})));
+  const answer = await resp.text();
+  const callId = resp.headers.get("X-Call-Id") || (resp.headers.get("Location") || "").split("/").pop() || null;
+  return { answer, callId };
+}
+
+/** Ask our server to end a call it created (it holds the key); best effort, survives page unload. */
+function serverHangup(accessToken, callId) {
+  fetch(`/api/call/${encodeURIComponent(callId)}/hangup`, {
+    method: "POST", headers: authHeaders(accessToken, "application/json"), body: "{}", keepalive: true,
+  }).catch(() => { /* closing our peer ends the call anyway */ });
+}
+
 /**
  * One live session. Callbacks: onEvent(direction, event), onState(state, detail), onTrack(stream).
  * States: connecting -> live -> closed | failed.
@@ -127,12 +163,21 @@ export class RealtimeSession {
     this.stream = null;
     this.callId = null;
     this.closed = false;
+    this.viaServer = false; // true: our server created the call (agents) and must hang it up
+    this.hungUp = false;
+    this.accessToken = "";
   }
 
-  async connect({ accessToken, deviceId, echoCancellation = true }) {
-    this.onState("connecting", "Asking the server for a key…");
-    const secret = await fetchClientSecret(accessToken);
-    this.session = secret.session;
+  /** `agents`: the server runs the agents (config.agents), so the offer goes to /api/call. */
+  async connect({ accessToken, deviceId, echoCancellation = true, agents = null }) {
+    this.accessToken = accessToken;
+    this.viaServer = Boolean(agents);
+    let secret = null;
+    if (!this.viaServer) {
+      this.onState("connecting", "Asking the server for a key…");
+      secret = await fetchClientSecret(accessToken);
+      this.session = secret.session;
+    }
     this.onState("connecting", "Opening the microphone…");
     this.stream = await openMicrophone(deviceId, echoCancellation);
     if (this.closed) return this._release();
@@ -152,9 +197,12 @@ export class RealtimeSession {
     this.onState("connecting", "Starting the call…");
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringDone(pc);
-    const { answer, callId } = await exchangeSdp(secret.calls_url, secret.value, pc.localDescription.sdp);
-    if (this.closed) return this._release();
+    const offer = pc.localDescription.sdp;
+    const { answer, callId } = this.viaServer
+      ? await serverCall(accessToken, offer)
+      : await exchangeSdp(secret.calls_url, secret.value, offer);
     this.callId = callId;
+    if (this.closed) return this._release();
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     await channelOpen(dc);
     this.onState("live", callId ? `Call ${callId}` : "");
@@ -179,6 +227,10 @@ export class RealtimeSession {
   }
 
   _release() {
+    if (this.viaServer && this.callId && !this.hungUp) {
+      this.hungUp = true;
+      serverHangup(this.accessToken, this.callId);
+    }
     try { this.dc?.close(); } catch { /* already closed */ }
     try { this.pc?.close(); } catch { /* already closed */ }
     for (const track of this.stream?.getTracks() || []) track.stop();

@@ -15,7 +15,7 @@ const ui = {
   say: $("say"), text: $("text"), send: $("send"),
   log: $("log"), filter: $("filter"), saveLog: $("save-log"), clearLog: $("clear-log"),
   menu: $("menu"), drawer: $("drawer"), closeDrawer: $("close-drawer"),
-  transcript: $("transcript"), saveTranscript: $("save-transcript"), remote: $("remote"),
+  transcript: $("transcript"), saveTranscript: $("save-transcript"), remote: $("remote"), agent: $("agent"),
 };
 
 const log = new EventLog(ui.log);
@@ -23,6 +23,7 @@ const transcript = new Transcript();
 const latency = new LatencyMeter();
 let session = null;
 let muted = false;
+let agents = null; // {start, names} when the server runs the agents (bridge serve --agents)
 
 function setState(state, detail) {
   ui.state.dataset.state = state;
@@ -47,6 +48,11 @@ function showError(message) {
   ui.errors.hidden = false;
 }
 
+function showAgent() {
+  ui.agent.hidden = !transcript.agent;
+  ui.agent.textContent = transcript.agent ? `Agent: ${transcript.agent}` : "";
+}
+
 function dismissErrors() {
   ui.errorList.replaceChildren();
   ui.errors.hidden = true;
@@ -57,7 +63,10 @@ function onEvent(direction, event) {
   const ms = latency.observe(direction, event);
   if (ms !== null) ui.latency.textContent = latency.describe();
   if (direction !== "server") return;
-  if (transcript.apply(event)) renderTranscript(ui.transcript, transcript);
+  if (transcript.apply(event)) {
+    renderTranscript(ui.transcript, transcript);
+    showAgent();
+  }
   if (event.type === "error") showError(errorWords(event));
 }
 
@@ -83,8 +92,9 @@ async function connect() {
   dismissErrors();
   log.restart();
   latency.reset();
-  transcript.clear();
+  transcript.clear(agents);
   renderTranscript(ui.transcript, transcript);
+  showAgent();
   const current = new RealtimeSession({
     onEvent,
     onState: (state, detail) => { if (session === current) onState(state, detail); },
@@ -95,7 +105,7 @@ async function connect() {
   if (ui.token.value) sessionStorage.setItem("bridge.token", ui.token.value);
   try {
     await current.connect({
-      accessToken: ui.token.value.trim(), deviceId: ui.mic.value, echoCancellation: ui.aec.checked,
+      accessToken: ui.token.value.trim(), deviceId: ui.mic.value, echoCancellation: ui.aec.checked, agents,
     });
   } catch (err) {
     if (session !== current) return;
@@ -169,6 +179,9 @@ async function loadConfig() {
     ui.tokenField.hidden = !config.access_token_required;
     if (config.greeting && !ui.greeting.value) ui.greeting.value = config.greeting;
     if (config.offline) document.title += " (emulator)";
+    agents = config.agents || null;
+    transcript.clear(agents);
+    showAgent();
   } catch {
     showError("Cannot reach the token server. Is `bridge serve` running?");
   }

@@ -1,0 +1,205 @@
+"""The browser with server-side agents, run as a script INSIDE a loopback-only network namespace.
+
+``tests/e2e/test_server_browser.py`` runs ``ip netns exec NS python this.py``. Here we start ``bridge
+emulate`` with the Korean set's script and ``bridge serve --agents examples/agents/korean/agents.toml``,
+then drive Debian's Chromium: the page posts its offer to ``/api/call``, the server attaches the agents
+over the sideband, and three typed turns walk triage -> korean_20s -> empathetic (with a tool call). The
+history drawer must show the handoffs and the function-call names, the header the current agent, the
+transcript the new agents' replies; the SERVER's transcript must record the handoffs and the tool call,
+and Disconnect must hang the call up through the server.
+Exit status 0 means every step passed; otherwise the last line says which step failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from browser_flow import (
+    API_KEY,
+    CHROMIUM,
+    STEP_TIMEOUT_MS,
+    emulator_has_cors,
+    log_has,
+    step,
+    transcript_turn,
+    wait_port,
+)
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
+SCRIPT = ROOT / "examples" / "agents" / "korean" / "emulator_script.toml"
+EMU_PORT = 8766
+SERVE_PORT = 8081
+ACCESS_TOKEN = "e2e-agents-token"
+TURNS = [  # (what the user types, responses done before it, the agent after it, a handoff?, its reply)
+    ("안녕하세요, 저는 스물네 살이에요.", 0, "korean_20s", True, "스물넷이구나"),
+    ("사실 요즘 취업 준비 때문에 너무 불안하고 우울해요.", 2, "empathetic", True, "많이 지치셨겠어요"),
+    ("한 70 정도요.", 4, "empathetic", False, "숨을 세 번"),
+]
+
+
+def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_BASE_URL", None)
+    emu = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "emulate", "--port", str(EMU_PORT), "--behaviour", f"script:{SCRIPT}",
+         "--think-ms", "100", "--log", str(work / "agents-emulator.jsonl")],
+        stdout=open(work / "agents-emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    wait_port(EMU_PORT, emu, deadline)
+    if not emulator_has_cors(EMU_PORT, SERVE_PORT):
+        raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
+    env["BRIDGE_TRANSCRIPTS_DIR"] = str(work / "transcripts")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v", "--agents", str(AGENTS),
+         "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN],
+        stdout=open(work / "agents-serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    wait_port(SERVE_PORT, serve, deadline)
+    return [emu, serve]
+
+
+def responses_done(page: Page, n: int) -> None:
+    rows = page.locator('#log li[data-type="response.done"]')
+    deadline = time.monotonic() + STEP_TIMEOUT_MS / 1000
+    while rows.count() < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {rows.count()} of {n} responses done")
+        page.wait_for_timeout(50)
+
+
+def handoff_row(page: Page, target: str) -> None:
+    row = page.locator("#transcript li.turn-handoff", has_text=f"handoff → {target}").first
+    expect(row).to_be_attached(timeout=STEP_TIMEOUT_MS)
+
+
+def flow(page: Page, base: str, screenshot: Path) -> str:
+    page.goto(base)
+    step("agents mode: the page knows the start agent before connecting")
+    expect(page.locator("#agent")).to_have_text("Agent: triage")
+
+    step("connect: the offer goes to /api/call, the server attaches the agents")
+    page.fill("#token", ACCESS_TOKEN)
+    with page.expect_response(lambda r: r.url.endswith("/api/call")) as posted:
+        page.click("#connect")
+    call = posted.value
+    assert call.status == 201, call.status
+    call_id = call.headers["x-call-id"]
+    expect(page.locator("#state")).to_have_attribute("data-state", "live", timeout=STEP_TIMEOUT_MS)
+    # No session.created check here: the emulator flushes its start-up backlog to the FIRST listener only,
+    # which is our sideband (attached before the page got its answer); the real API greets both.
+    page.click("#menu")
+
+    for text, before, agent, handoff, reply in TURNS:
+        step(f"type {text!r} -> {agent}")
+        responses_done(page, before)
+        page.fill("#text", text)
+        page.press("#text", "Enter")
+        transcript_turn(page, "user", text)
+        if handoff:
+            handoff_row(page, agent)
+        expect(page.locator("#agent")).to_have_text(f"Agent: {agent}", timeout=STEP_TIMEOUT_MS)
+        turn = page.locator("#transcript li.turn-assistant", has_text=reply).first
+        expect(turn).to_be_attached(timeout=STEP_TIMEOUT_MS)
+        expect(turn.locator("strong")).to_have_text(f"Assistant · {agent}")
+
+    step("the tool call is shown by name; every handoff is in the history")
+    transcript_turn(page, "function_call", "record_emotion_score")
+    responses_done(page, 6)
+    expect(page.locator("#transcript li.turn-handoff")).to_have_count(2)
+    log_has(page, "response.function_call_arguments.done")
+    assert API_KEY not in page.content()
+
+    step("screenshot")
+    page.locator('#log li[data-type="response.function_call_arguments.done"] summary').first.click()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screenshot))
+
+    step("disconnect hangs the call up through the server")
+    page.click("#close-drawer")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/call/{call_id}/hangup")) as hung:
+        page.click("#disconnect")
+    assert hung.value.status == 200, hung.value.status
+    expect(page.locator("#state")).to_have_attribute("data-state", "closed", timeout=STEP_TIMEOUT_MS)
+    return call_id
+
+
+def check_server_transcript(work: Path, call_id: str) -> None:
+    step("the server's transcript of the browser session")
+    (path,) = (work / "transcripts").glob(f"*-{call_id}.jsonl")
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["kind"] == "session" and lines[0]["via"] == "sideband", lines[0]
+    handoffs = [(x["from"], x["to"]) for x in lines if x["kind"] == "handoff"]
+    assert handoffs == [("triage", "korean_20s"), ("korean_20s", "empathetic")], handoffs
+    tools = [(x["name"], x["ok"]) for x in lines if x["kind"] == "tool"]
+    assert tools == [("record_emotion_score", True)], tools
+    said = " ".join(x["text"] for x in lines if x["kind"] == "assistant")
+    assert "스물넷이구나" in said and "숨을" in said, said
+    served = (work / "agents-serve.out").read_text(errors="replace")
+    assert f"call {call_id} hung up" in served and str(path.name) in served
+    assert API_KEY not in served
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--wav", required=True, type=Path, help="fake-mic file (silence: the turns are typed)")
+    parser.add_argument("--screenshot", required=True, type=Path)
+    args = parser.parse_args()
+    procs = start_servers(args.work)
+    page_errors: list[str] = []
+    try:
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                str(args.work / "agents-profile"),
+                executable_path=CHROMIUM,
+                headless=True,
+                viewport={"width": 1440, "height": 900},
+                args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-audio-capture={args.wav}%noloop",
+                    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+                ],
+            )  # fmt: skip
+            page = context.pages[0] if context.pages else context.new_page()
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.on("console", lambda msg: print(f"console.{msg.type}: {msg.text}", flush=True))
+            try:
+                call_id = flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
+            finally:
+                events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
+                print("events seen:", " ".join(events), flush=True)
+                context.close()
+        deadline = time.monotonic() + 10
+        while "hung up" not in (args.work / "agents-serve.out").read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        check_server_transcript(args.work, call_id)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if page_errors:
+        print("page errors:", page_errors, flush=True)
+        return 1
+    print("agents browser flow: OK", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
