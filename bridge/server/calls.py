@@ -94,7 +94,7 @@ class CallRegistry:
 
 def transcript_path(directory: Path, call_id: str, now: float | None = None) -> Path:
     """``<dir>/<UTC stamp>-<call_id>.jsonl``."""
-    stamp = datetime.fromtimestamp(now or time.time(), UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y%m%dT%H%M%SZ")
     return directory / f"{stamp}-{call_id}.jsonl"
 
 
