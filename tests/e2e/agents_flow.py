@@ -115,6 +115,7 @@ def flow(page: Page, base: str, screenshot: Path) -> str:
     transcript_turn(page, "function_call", "record_emotion_score")
     responses_done(page, 6)
     expect(page.locator("#transcript li.turn-handoff")).to_have_count(2)
+    expect(page.locator("#log li.cat-handoff")).to_have_count(2)  # handoffs have their own colour in the log
     log_has(page, "response.function_call_arguments.done")
     assert API_KEY not in page.content()
 

@@ -61,6 +61,9 @@ async () => {
   const elided = elide({ type: "input_audio_buffer.append", audio: "A".repeat(9600) });
   check(elided.audio === "<9600 base64 chars>", `elide ${elided.audio}`);
   check(category("server", "error") === "error" && category("server", "session.updated") === "session", "category");
+  const handoffEvent = { type: "response.function_call_arguments.done", name: "transfer_to_empathetic" };
+  check(category("server", handoffEvent.type, handoffEvent) === "handoff", "handoff colour");
+  check(category("server", handoffEvent.type, { ...handoffEvent, name: "get_weather" }) === "response", "tool colour");
   log.setFilter("done");
   check(log.entries[0].row.hidden && !log.entries[1].row.hidden, "filter");
   check(log.toJsonl().trim().split("\n").length === 2, "log JSONL");

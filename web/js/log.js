@@ -12,9 +12,12 @@ export function elide(event) {
   return { ...event, [field]: `<${event[field].length} base64 chars>` };
 }
 
-/** Colour class for a row: session, transport, audio, conversation, response, error, other. */
-export function category(direction, type) {
+/** Colour class for a row: session, transport, audio, conversation, response, handoff, error, other. */
+export function category(direction, type, event = null) {
   if (type === "error" || type.endsWith(".failed")) return "error";
+  if (type === "response.function_call_arguments.done" && String(event?.name).startsWith("transfer_to_")) {
+    return "handoff"; // a server-side agent handing the user over (docs/agents.md)
+  }
   if (direction === "local" || type.startsWith("transport.")) return "transport";
   const head = type.split(".")[0];
   if (head === "session") return "session";
@@ -77,7 +80,7 @@ export class EventLog {
   _render(entry) {
     const stick = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 8;
     const li = document.createElement("li");
-    li.className = `ev cat-${category(entry.direction, entry.type)} dir-${entry.direction}`;
+    li.className = `ev cat-${category(entry.direction, entry.type, entry.event)} dir-${entry.direction}`;
     li.dataset.type = entry.type;
     const details = document.createElement("details");
     const summary = document.createElement("summary");
