@@ -87,6 +87,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agents", default=None, metavar="FILE", help="agents file (TOML): agents run on the server")
     p.add_argument("--language", default=None, help="input transcription language, e.g. ko")
     p.add_argument("--greeting", default=None, help="text sent as the user's first message on connect")
+    p.add_argument("--transcripts-dir", default=None, metavar="DIR", help="server-side transcripts of agent calls")
+    p.add_argument("--max-calls", type=int, default=None, metavar="N", help="concurrent agent calls (default 8)")
+    p.add_argument("--web-root", default=None, metavar="DIR", help="the page's folder (default: web/)")
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 

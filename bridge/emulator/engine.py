@@ -145,9 +145,12 @@ class Engine:
         self._expiry = loop.call_later(self.config.session_max_seconds, self._expire)
         self._emit("session.created", session=copy.deepcopy(self.session))
 
-    def add_listener(self, fn: Listener) -> None:
+    def add_listener(self, fn: Listener, *, backlog: bool = True) -> None:
+        """``fn`` gets every server event from now on; the first listener with ``backlog`` also gets the
+        events emitted before anyone listened (``session.created``). A sideband passes ``backlog=False``:
+        it has its own ``session.created``, and the call's data channel must still get the original one."""
         self._listeners.append(fn)
-        if not self._had_listener:
+        if backlog and not self._had_listener:
             self._had_listener = True
             while self._backlog:
                 self._deliver_one(fn, self._backlog.popleft())

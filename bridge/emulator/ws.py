@@ -153,7 +153,7 @@ async def _pump(
 
     if first is not None:
         queue.put_nowait(first)
-    engine.add_listener(listener)
+    engine.add_listener(listener, backlog=first is None)
     if start:
         engine.start()
 

@@ -94,8 +94,8 @@ def flow(page: Page, base: str, screenshot: Path) -> str:
     assert call.status == 201, call.status
     call_id = call.headers["x-call-id"]
     expect(page.locator("#state")).to_have_attribute("data-state", "live", timeout=STEP_TIMEOUT_MS)
-    # No session.created check here: the emulator flushes its start-up backlog to the FIRST listener only,
-    # which is our sideband (attached before the page got its answer); the real API greets both.
+    # the data channel gets the call's session.created even though the server's sideband attached first
+    expect(page.locator('#log li[data-type="session.created"]').first).to_be_attached(timeout=STEP_TIMEOUT_MS)
     page.click("#menu")
 
     for text, before, agent, handoff, reply in TURNS:
