@@ -363,6 +363,8 @@ class Lab:
                 server_log=[r for r in emu.log_records() if r.get("t", 0) >= timing.input_start_unix],
             )
             tr.reported = metrics.reported_latency(_read_jsonl(files["t"]))
+        if cell.transport == "stock":
+            tr.gaps, tr.audio_s = 0, 0.0  # it writes frames at arrival time: its "gaps" are arrival jitter
         cell.trials.merge(tr)
         cell.connect_s.append(timing.connected_unix - timing.input_start_unix)
         if result.cpu_pct is not None and cell.transport != "stock":

@@ -46,6 +46,13 @@ class Plan:
         return len(self.audio) / RATE
 
 
+def dither(i: int) -> float:
+    """A sub-block offset for burst ``i`` (0..19 ms, well spread): the output sink writes 10 ms blocks
+    and frames are 20 ms, so bursts on a 10 ms grid would all land on the same block phase and every
+    trial would read the same quantised value."""
+    return ((i * 7) % 20) / 1000
+
+
 def render(bursts: list[tuple[float, float]], total_s: float, rate: int = RATE) -> Plan:
     audio = np.zeros(int(total_s * rate), dtype=np.int16)
     for a, b in bursts:
@@ -57,7 +64,8 @@ def render(bursts: list[tuple[float, float]], total_s: float, rate: int = RATE) 
 
 def echo_plan(trials: int, lead_s: float, spacing_s: float = 1.0, burst_s: float = 0.1) -> Plan:
     """``trials`` short bursts ``spacing_s`` apart after ``lead_s`` of silence (mouth-to-ear trials)."""
-    bursts = [(lead_s + i * spacing_s, lead_s + i * spacing_s + burst_s) for i in range(trials)]
+    starts = [lead_s + i * spacing_s + dither(i) for i in range(trials)]
+    bursts = [(a, a + burst_s) for a in starts]
     return render(bursts, lead_s + trials * spacing_s + 1.0)
 
 
@@ -86,7 +94,8 @@ def turn_plan(
     bursts = []
     t = lead_s
     length = first_s
-    for _ in range(trials):
+    for i in range(trials):
+        t += dither(i)
         bursts.append((t, t + length))
         reply_at = t + length + (vad_silence_ms + think_ms) / 1000 + network_s
         t = reply_at + into_reply_s
