@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -188,6 +189,7 @@ async def amain(args: argparse.Namespace) -> int:
         runtime_box.append(runtime)
         transcript.open()
         stack.callback(transcript.close)
+        stack.callback(_write_stats, transcript, playout, link, raw_source, sink)
 
         stack.push_async_callback(link.aclose)
         timings = await link.connect()
@@ -216,6 +218,27 @@ async def amain(args: argparse.Namespace) -> int:
         if runtime.closed.is_set() and not stop.is_set():
             print("bridge: the server closed the session", file=sys.stderr)
     return 0
+
+
+def _write_stats(
+    transcript: TranscriptWriter, playout: PlayoutBuffer, link: RealtimeLink, source: Any, sink: Any
+) -> None:
+    """A last ``stats`` line: underruns, drift control, receive-path counters, mic drops."""
+    fields: dict[str, Any] = {"playout": dataclasses.asdict(playout.counters), "playout_target_ms": playout.target_ms}
+    receiver = getattr(link, "receiver", None)
+    if receiver is not None:
+        st = receiver.stats
+        fields["receiver"] = {
+            "frames_out": st.frames_out,
+            "concealed": st.concealed,
+            "late_dropped": st.late_dropped,
+            "duplicates": st.duplicates,
+            "reordered": st.reordered,
+            "wait_ms": round(receiver.wait_ms, 1),
+        }
+    fields["mic_dropped"] = getattr(source, "dropped", 0)
+    fields["sink_underruns"] = getattr(sink, "underruns", 0)
+    transcript.write("stats", **fields)
 
 
 def _stop_on_signals(stack: AsyncExitStack, stop: asyncio.Event) -> None:

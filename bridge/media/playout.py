@@ -113,13 +113,27 @@ class PlayoutBuffer:
         drift_tolerance_ms: float = 2,
         max_stretch: float = 0.02,
         hard_excess_ms: float = 200,
+        adapt_step_ms: float = 10,
+        adapt_max_ms: float = 80,
+        adapt_relax_s: float = 10,
         listener: Callable[[PlayoutEvent], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.capacity = int(max_ms * SAMPLES_PER_MS)
         # Queue mode (WS: deltas arrive faster than real time) keeps what is playing and rejects the
         # excess; low-latency mode (WebRTC, real-time producer) keeps the newest audio.
         self.overflow: Overflow = overflow or ("drop_newest" if target_ms is None else "drop_oldest")
         self.target = None if target_ms is None else int(target_ms * SAMPLES_PER_MS)
+        # Adaptive target (low-latency mode): an underrun while audio is flowing means a frame came later
+        # than the queue could cover, so the target grows one step (up to adapt_max); each adapt_relax
+        # seconds without one it shrinks a step back toward the configured target. Latency stays near one
+        # frame on a clean network and grows only as much as the network (or a busy machine) needs.
+        self.base_target = self.target
+        self._adapt_step = int(adapt_step_ms * SAMPLES_PER_MS)
+        self._adapt_max = int(adapt_max_ms * SAMPLES_PER_MS)
+        self._adapt_relax = adapt_relax_s
+        self._last_raise = -math.inf
+        self._clock = clock
         self._drift_window = int(drift_window_ms * SAMPLES_PER_MS)
         self._drift_tolerance = int(drift_tolerance_ms * SAMPLES_PER_MS)
         self._max_stretch = max_stretch
@@ -212,7 +226,7 @@ class PlayoutBuffer:
             st = self._stats.get((item_id, content_index))
             if st is None or st.last_handed is None:
                 return 0.0
-            now = time.monotonic() if now is None else now
+            now = self._clock() if now is None else now
             in_flight = max(0.0, st.last_handed + self.output_latency - now)
             return max(0.0, st.consumed / SAMPLES_PER_MS - in_flight * 1000.0)
 
@@ -248,11 +262,13 @@ class PlayoutBuffer:
 
     def pull(self, n: int) -> np.ndarray:
         """Exactly ``n`` samples for the device, now. Never blocks beyond a short slicing lock."""
-        now = time.monotonic()
+        now = self._clock()
         out = np.zeros(n, dtype=np.int16)
         events: list[PlayoutEvent] = []
         with self._lock:
             self.counters.pulled += n
+            if self.target is not None:
+                self._relax_target(now)
             extra = self._drift_extra(n) if self.target is not None else 0
             want = n + extra
             avail = min(want, self._queued)
@@ -348,6 +364,22 @@ class PlayoutBuffer:
         last = self._stats.get(self._last_key) if self._last_key else None
         if last is None or not last.ended:
             self.counters.underruns += 1
+            if self.target is not None:
+                self.target = min(self._adapt_max, self.target + self._adapt_step)
+                self._last_raise = self._clock()
+
+    def _relax_target(self, now: float) -> None:
+        """One step back toward the configured target after a quiet ``adapt_relax`` seconds."""
+        if self.target is None or self.base_target is None or self.target <= self.base_target:
+            return
+        if now - self._last_raise >= self._adapt_relax:
+            self.target = max(self.base_target, self.target - self._adapt_step // 2)
+            self._last_raise = now
+
+    @property
+    def target_ms(self) -> float | None:
+        """The current (adaptive) minimum queue depth in low-latency mode."""
+        return None if self.target is None else self.target / SAMPLES_PER_MS
 
     def _finish_fade(self, now: float, events: list[PlayoutEvent]) -> None:
         pend = self._pending_stop
@@ -391,7 +423,7 @@ class PlayoutBuffer:
         self._window_len = 0
 
     def _cut(self, item_id: str | None, fade_ms: float, discard: bool) -> FlushResult:
-        now = time.monotonic()
+        now = self._clock()
         fade_n = max(0, int(fade_ms * SAMPLES_PER_MS))
         with self._lock:
             match = (lambda k: True) if item_id is None else (lambda k: k[0] == item_id)

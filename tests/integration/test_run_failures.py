@@ -129,6 +129,7 @@ async def test_ice_that_never_connects_times_out_with_a_clear_error(tmp_path, mo
     app = web.Application()
     app.router.add_post("/v1/realtime/client_secrets", secret)
     app.router.add_post("/v1/realtime/calls", calls)
+
     async def hangup(request: web.Request) -> web.Response:
         return web.Response()
 

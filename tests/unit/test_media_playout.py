@@ -233,3 +233,36 @@ def test_property_played_and_flush(chunks: list[int], pulls: list[int], after: l
     assert unplayed <= {k[0] for k in res.items}
     for key in res.items:  # everything queued or playing at the flush is gated
         assert buf.push(np.full(10, 1, np.int16), key[0]) == 0
+
+
+def test_low_latency_target_adapts_to_late_frames_and_relaxes_back() -> None:
+    """A late frame (underrun while audio flows) raises the target one step; quiet time brings it back."""
+    now = [0.0]
+    buf = PlayoutBuffer(target_ms=20, adapt_step_ms=10, adapt_max_ms=40, adapt_relax_s=10, clock=lambda: now[0])
+    frame = np.full(960, 1000, dtype=np.int16)
+
+    def tick(pushes: int) -> None:  # 20 ms of real time: two 10 ms pulls, `pushes` frames arriving
+        for _ in range(pushes):
+            buf.push(frame, "a")
+        for _ in range(2):
+            buf.pull(480)
+            now[0] += 0.010
+
+    tick(2)  # start with one frame of cushion
+    for _ in range(10):
+        tick(1)
+    assert buf.target_ms == 20 and buf.counters.underruns == 0
+    tick(0)
+    tick(0)  # the stream stalls for 40 ms: the queue runs dry mid-reply
+    assert buf.counters.underruns >= 1
+    raised = buf.target_ms
+    assert raised is not None and 20 < raised <= 40
+    for _ in range(3):
+        tick(0)  # more late frames: capped
+    assert buf.target_ms is not None and buf.target_ms <= 40
+    for _ in range(600):  # 12 s of on-time frames
+        tick(1)
+    assert buf.target_ms is not None and buf.target_ms < 40  # relaxing toward the configured 20 ms
+    for _ in range(2000):
+        tick(1)
+    assert buf.target_ms == 20
