@@ -34,6 +34,7 @@ from bridge.media import describe, open_sink, open_source, resolve_device
 from bridge.media.base import FRAME_MS, AudioSource
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
+from bridge.protocol.session import realtime_session
 from bridge.rtc.loopback import loopback_candidates
 from bridge.session import PrintConsole, Runtime
 from bridge.transcript import TranscriptWriter, default_path
@@ -58,29 +59,6 @@ def check_source(dev: str | None) -> None:
 
 def is_loopback(url: str) -> bool:
     return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
-
-
-def session_config(model: str, voice: str, instructions: str | None) -> dict[str, Any]:
-    """The GA session we ask for (PROTOCOL.md 1.1). Audio formats are left alone: WebRTC negotiates Opus."""
-    return {
-        "type": "realtime",
-        "model": model,
-        "instructions": instructions or DEFAULT_INSTRUCTIONS,
-        "audio": {
-            "input": {
-                "transcription": {"model": "gpt-4o-mini-transcribe"},
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.5,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 500,
-                    "create_response": True,
-                    "interrupt_response": True,
-                },
-            },
-            "output": {"voice": voice},
-        },
-    }
 
 
 class TimedSource:
@@ -152,9 +130,8 @@ async def amain(args: argparse.Namespace) -> int:
     creds = credentials(args.api_base, args.token_url, args.token_secret)
     model = args.model or DEFAULT_MODEL
     voice = args.voice or DEFAULT_VOICE
-    session = session_config(model, voice, read_text_arg(args.instructions))
-    if args.ptt:
-        session["audio"]["input"]["turn_detection"] = None  # the key ends the turn (bridge.app.ptt)
+    # push-to-talk: turn_detection null, the key ends the turn (bridge.app.ptt)
+    session = realtime_session(model, voice, read_text_arg(args.instructions) or DEFAULT_INSTRUCTIONS, vad=not args.ptt)
     controller = AgentController(load_agents(args.agents)) if args.agents else None
     if controller is not None:
         session = controller.session_config(session)

@@ -44,9 +44,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def _vad_silence_ms() -> int:
     """The turn detection ``bridge run`` asks for (its session config is the one source of truth)."""
-    from bridge.app.run import session_config
+    from bridge.protocol.session import default_turn_detection
 
-    return int(session_config("m", "v", None)["audio"]["input"]["turn_detection"]["silence_duration_ms"])
+    return int(default_turn_detection()["silence_duration_ms"])
 
 
 @dataclass(frozen=True)

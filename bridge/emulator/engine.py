@@ -334,7 +334,10 @@ class Engine:
         item_id = self._item_id(event)
         item = self.conversation.get(item_id)
         assert item is not None
-        if item.get("role") != "assistant" or not any(p.get("type") == "output_audio" for p in item["content"]):
+        # An item still being generated has no content parts yet but does have audio: barge-in truncates
+        # exactly such items, so audio generated so far counts as "with audio".
+        has_audio = any(p.get("type") == "output_audio" for p in item["content"]) or item_id in self.conversation.audio
+        if item.get("role") != "assistant" or not has_audio:
             raise ClientError("invalid_value", "Only assistant messages with audio can be truncated.", "item_id")
         if event.get("content_index", 0) != 0:
             raise ClientError("invalid_value", "Invalid 'content_index': only 0 is supported.", "content_index")

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE
 from bridge.errors import ConfigError
+from bridge.protocol.session import default_turn_detection, realtime_session
 
 if TYPE_CHECKING:
     from bridge.agents.config import AgentSet
@@ -26,18 +27,6 @@ MAX_KEY_TTL = 7200
 # finds it next to the package; anything else must point at it (see find_web_root).
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 DEFAULT_TRANSCRIPTS_DIR = Path("transcripts") / "serve"
-
-
-def default_turn_detection() -> dict[str, Any]:
-    """Server VAD with the session defaults observed in PROTOCOL.md 4.7, but a calmer 500 ms end of turn."""
-    return {
-        "type": "server_vad",
-        "threshold": 0.5,
-        "prefix_padding_ms": 300,
-        "silence_duration_ms": 500,
-        "create_response": True,
-        "interrupt_response": True,
-    }
 
 
 @dataclass(frozen=True)
@@ -97,20 +86,15 @@ class ServerSettings:
 
     def session_config(self) -> dict[str, Any]:
         """The GA session sent upstream with every mint (RealtimeSessionCreateRequestGA, PROTOCOL.md 1.1)."""
-        transcription: dict[str, Any] = {"model": self.transcription_model}
-        if self.transcription_language:
-            transcription["language"] = self.transcription_language
-        session: dict[str, Any] = {
-            "type": "realtime",
-            "model": self.model,
-            "audio": {
-                "input": {"transcription": transcription, "turn_detection": self.turn_detection},
-                "output": {"voice": self.voice},
-            },
-        }
-        if self.instructions:
-            session["instructions"] = self.instructions
-        return session
+        return realtime_session(
+            self.model,
+            self.voice,
+            self.instructions,
+            transcription_model=self.transcription_model,
+            language=self.transcription_language,
+            turn_detection=self.turn_detection,
+            vad=self.turn_detection is not None,
+        )
 
     def call_session_config(self) -> dict[str, Any]:
         """The session for a server-created call: the base config set up for the agents' start agent.

@@ -24,7 +24,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from bridge.agents import AgentController, AgentSet, load_agents
 from bridge.agents.sideband import create_call, run_sideband
-from bridge.app.run import WEBRTC_PLAYOUT_TARGET_MS, session_config
+from bridge.app.run import WEBRTC_PLAYOUT_TARGET_MS
 from bridge.config import Credentials
 from bridge.emulator.testing import RunningEmulator, running_emulator
 from bridge.link import http as rest
@@ -34,6 +34,7 @@ from bridge.link.ws import WebSocketLink
 from bridge.media.null import NullSink, NullSource
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
+from bridge.protocol.session import realtime_session
 from bridge.rtc.loopback import loopback_candidates
 from bridge.session import Runtime
 from bridge.transcript import TranscriptWriter
@@ -152,7 +153,7 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 async def run_flow(tmp_path: Path, emu: RunningEmulator, http: aiohttp.ClientSession, transport: str) -> None:
     agents = load_agents(AGENTS)
     ctrl = AgentController(agents)
-    session = ctrl.session_config(session_config("gpt-realtime", "marin", None))
+    session = ctrl.session_config(realtime_session("gpt-realtime", "marin", None))
     session["audio"]["input"]["turn_detection"] = None  # text turns only: the test drives each response
     box: list[Runtime] = []
     link: RealtimeLink
@@ -210,7 +211,7 @@ async def test_triage_to_korean_to_empathetic(tmp_path: Path, transport: str) ->
 async def test_browser_call_through_the_sideband(tmp_path: Path) -> None:
     """A 'browser' (an aiortc peer that only offers) + the server side: create_call, then run_sideband."""
     agents = load_agents(AGENTS)
-    session = agents.session_config(session_config("gpt-realtime", "marin", None))
+    session = agents.session_config(realtime_session("gpt-realtime", "marin", None))
     session["audio"]["input"]["turn_detection"] = None
     with loopback_candidates():
         async with emulator() as emu, aiohttp.ClientSession() as http:

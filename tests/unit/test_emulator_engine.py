@@ -487,3 +487,17 @@ async def test_echo_ws_returns_each_append_at_once() -> None:
     assert rec.of("response.done")[0]["response"]["status"] == "completed"
     await engine.aclose()
     assert_valid_server_events(rec.events)
+
+
+async def test_truncating_an_item_still_being_generated_is_accepted() -> None:
+    """Barge-in truncates the reply that is still streaming: its audio so far counts (no content part yet)."""
+    engine = make(speed=1.0, reply_seconds=2.0)
+    rec = Rec(engine)
+    engine.start()
+    await send(engine, type="response.create")
+    delta = await rec.wait("response.output_audio.delta", count=2)
+    assert not rec.of("response.done")  # still generating
+    await send(engine, type="conversation.item.truncate", item_id=delta["item_id"], content_index=0, audio_end_ms=50)
+    truncated = await rec.wait("conversation.item.truncated")
+    assert truncated["audio_end_ms"] == 50 and not rec.errors()
+    await engine.aclose()
