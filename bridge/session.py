@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FADE_MS = 5
 BargeInMode = Literal["exact", "naive"]  # naive: keep playing (what a plain client does); for comparisons
 UNKNOWN_ITEM = "?"  # WebRTC audio that arrives before its item is announced
+TICK_S = 0.05  # housekeeping period; latencies come from recorded timestamps, not from this tick
 STOP_WAIT_S = 0.5  # how long to wait for the sink to report playback stopped after a flush
 
 
@@ -461,12 +462,12 @@ class Runtime:
             self.console.line("assistant", f"{line['text']} [interrupted at {line['played_ms']} ms]")
 
     async def tick(self) -> None:
-        """Housekeeping every 5 ms: response latency, transcript hold-back release."""
+        """Housekeeping: response latency (from the sink's own timestamps), transcript hold-back release."""
         while True:
             self.poll_first_audio()
             self._release_played()
             self._flush_transcript()
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(TICK_S)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a short helper task inside the runtime's TaskGroup (never fire-and-forget)."""
