@@ -163,49 +163,70 @@ def _cpu_and_rss(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
-def measure(transport: str, bursts: int) -> dict[str, object]:
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.send_signal(2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _session(transport: str, base: str, env: dict[str, str], bursts: int, tmp: Path) -> tuple[Loop, float, int]:
+    """One ``bridge run`` session: (round trips, CPU %, peak RSS KiB)."""
+    transcript = tmp / f"t-{time.monotonic_ns()}.jsonl"
+    cmd = [sys.executable, "-m", "bridge", "run", "--transport", transport, "--api-base", base]
+    # echo answers the user's own "speech": the exact barge-in would (rightly) cut it off, so the transport
+    # path is measured with barge-in handling off
+    cmd += ["--transcript", str(transcript), "--bargein", "naive"]
+    bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        try:
+            _wait_for(transcript, '"kind": "session"', 20)
+        except RuntimeError:
+            bridge.kill()
+            raise RuntimeError(f"bridge run did not start: {bridge.communicate()[1].decode().strip()}") from None
+        time.sleep(0.5)
+        cpu0, t0 = _cpu_and_rss(bridge.pid)[0], time.monotonic()
+        loop = run_harness(bursts, "spk.monitor")
+        cpu1, hwm = _cpu_and_rss(bridge.pid)
+        return loop, (cpu1 - cpu0) / (time.monotonic() - t0) * 100, hwm
+    finally:
+        _stop(bridge)
+
+
+def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]:
+    """``bursts`` round trips over ``sessions`` separate calls: the pipeline is clock-locked within one
+    call (every burst sees the same frame phases), so phases are sampled by starting new calls."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
     env["OPENAI_API_KEY"] = "sk-bench-pulse"
     base = f"http://127.0.0.1:{port}/v1"
-    with tempfile.TemporaryDirectory() as tmp:
-        transcript = Path(tmp) / "t.jsonl"
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "emulate", "--behaviour", "echo", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        bridge = None
-        try:
-            _wait_port(port, 10)
-            cmd = [sys.executable, "-m", "bridge", "run", "--transport", transport, "--api-base", base]
-            # echo answers the user's own "speech": the exact barge-in would (rightly) cut it off, so the
-            # transport path is measured with barge-in handling off
-            cmd += ["--transcript", str(transcript), "--bargein", "naive"]
-            bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            try:
-                _wait_for(transcript, '"kind": "session"', 20)
-            except RuntimeError:
-                bridge.kill()
-                raise RuntimeError(f"bridge run did not start: {bridge.communicate()[1].decode().strip()}") from None
-            time.sleep(0.5)
-            cpu0, t0 = _cpu_and_rss(bridge.pid)[0], time.monotonic()
-            loop = run_harness(bursts, "spk.monitor")
-            cpu1, hwm = _cpu_and_rss(bridge.pid)
-            cpu_pct = (cpu1 - cpu0) / (time.monotonic() - t0) * 100
-        finally:
-            for proc in (bridge, emulator):
-                if proc is not None:
-                    proc.send_signal(2)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(10)
-                    if proc.poll() is None:
-                        proc.kill()
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "emulate", "--behaviour", "echo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rtts: list[float] = []
+    missed, cpus, hwm = 0, [], 0
+    try:
+        _wait_port(port, 10)
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in range(sessions):
+                n = bursts // sessions + (1 if k < bursts % sessions else 0)
+                loop, cpu, rss = _session(transport, base, env, n, Path(tmp))
+                rtts += loop.rtt_ms
+                missed += loop.missed
+                cpus.append(cpu)
+                hwm = max(hwm, rss)
+    finally:
+        _stop(emulator)
     return {
         "transport": transport,
-        **loop.summary(),
-        "bridge_cpu_pct": round(cpu_pct, 1),
+        **Loop(rtts, missed).summary(),
+        "bridge_cpu_pct": round(float(np.median(cpus)), 1),
         "bridge_peak_rss_mib": round(hwm / 1024, 1),
     }
 
@@ -214,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", default="webrtc,ws")
     parser.add_argument("--bursts", type=int, default=20)
+    parser.add_argument("--sessions", type=int, default=4, help="separate calls the bursts are spread over")
     parser.add_argument("--json", default=None, metavar="PATH")
     args = parser.parse_args(argv)
     if not os.environ.get("PULSE_SERVER"):
@@ -226,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     ]
     for transport in args.transport.split(","):
-        rows.append(measure(transport.strip(), args.bursts))
+        rows.append(measure(transport.strip(), args.bursts, args.sessions))
     print("| path | n | missed | p50 ms | p95 ms | max ms | bridge CPU % | bridge peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

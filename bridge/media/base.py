@@ -20,6 +20,10 @@ FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000  # 960
 SINK_BLOCK_MS = 10
 SINK_BLOCK_SAMPLES = RATE * SINK_BLOCK_MS // 1000  # 480: small output blocks keep barge-in fast
+DEVICE_BLOCK_MS = 5
+"""Sound-card blocks are smaller still: PortAudio then reports 10 ms output latency instead of 20, which took
+mouth-to-ear through the PulseAudio virtual devices from ~96 to ~84 ms (docs/benchmarks.md)."""
+DEVICE_BLOCK_SAMPLES = RATE * DEVICE_BLOCK_MS // 1000  # 240
 SAMPLES_PER_MS = RATE // 1000  # 48
 
 Pull = Callable[[int], np.ndarray]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bridge.errors import AudioError
-from bridge.media.base import FRAME_SAMPLES, RATE, SINK_BLOCK_SAMPLES, Pull
+from bridge.media.base import DEVICE_BLOCK_SAMPLES, FRAME_SAMPLES, RATE, Pull
 from bridge.media.resample import LinearResampler, to_mono
 
 log = logging.getLogger(__name__)
@@ -291,10 +291,10 @@ class DeviceSource:
 
 
 class DeviceSink:
-    """A speaker through ``sd.OutputStream``: small blocks (10 ms), ``latency='low'``, pull per callback."""
+    """A speaker through ``sd.OutputStream``: small blocks (5 ms), ``latency='low'``, pull per callback."""
 
     def __init__(
-        self, device: str | int | None = None, *, block: int = SINK_BLOCK_SAMPLES, latency: str = "low"
+        self, device: str | int | None = None, *, block: int = DEVICE_BLOCK_SAMPLES, latency: str = "low"
     ) -> None:
         self.device = device
         self.block = block
