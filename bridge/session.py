@@ -22,6 +22,7 @@ exact up to the one-way network delay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -42,6 +43,7 @@ FADE_MS = 5
 BargeInMode = Literal["exact", "naive"]  # naive: keep playing (what a plain client does); for comparisons
 UNKNOWN_ITEM = "?"  # WebRTC audio that arrives before its item is announced
 TICK_S = 0.05  # housekeeping period; latencies come from recorded timestamps, not from this tick
+TRUNCATED_WAIT_S = 1.0  # extra time for the server's conversation.item.truncated (WebRTC)
 STOP_WAIT_S = 0.5  # how long to wait for the sink to report playback stopped after a flush
 
 
@@ -340,7 +342,8 @@ class Runtime:
         finished = item in self._audio_done and handed >= received - 1 and self.playout.queued_ms <= 0
         if finished:
             return  # it all played: nothing to cut, nothing to tell the server
-        bargein = {"item_id": item, "t_event": t_event, "event_unix": t_unix, "onset": onset, "played_ms": played}
+        bargein = {"item_id": item, "t_event": t_event, "event_unix": t_unix, "onset": onset, "played_ms": played,
+                   "truncated": asyncio.Event()}  # fmt: skip
         self._bargein = bargein
         if self.bargein_mode == "naive":
             # what a plain client does: nothing. Kept to measure the difference (tests, bench).
@@ -388,6 +391,10 @@ class Runtime:
                 return
             await asyncio.sleep(0.005)
         stopped = flush.stopped_at
+        if self.link.transport == "webrtc":  # the server's conversation.item.truncated says what it believes
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TRUNCATED_WAIT_S):
+                    await b["truncated"].wait()
         b["stop_after_event_ms"] = round((stopped - b["t_event"]) * 1000, 1)
         self.metrics.stop_after_event_ms.append(b["stop_after_event_ms"])
         fields: dict[str, Any] = {
@@ -409,6 +416,7 @@ class Runtime:
             return
         gap = round(end_ms - b["played_ms"], 1)
         b["truncate_gap_ms"] = gap
+        b["truncated"].set()
         self.metrics.truncate_gap_ms.append(gap)
         log.info("server truncated %s at %d ms; played %.0f ms (gap %.1f ms)", item_id, end_ms, b["played_ms"], gap)
 

@@ -113,7 +113,9 @@ async def test_wav_sink_records_silence_and_playout(tmp_path: Path) -> None:
     _rate, out = read_wav(tmp_path / "out.wav")
     onset = int(np.flatnonzero(out)[0])
     expected = (pushed_at - sink.start_mono) * 48_000
-    assert 0 <= onset - expected <= 480 + 48  # the next block after the push
+    # the next block after the push; a sink that fell behind (busy loop) catches up on its schedule, so the
+    # block that took the audio may be placed up to one block before the push
+    assert -480 <= onset - expected <= 480 + 48
     assert np.count_nonzero(out) == 2400
     st = buf.stats("a")
     assert st is not None and st.first_handed is not None
