@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shlex
 import sys
 import time
@@ -54,11 +53,10 @@ def run_lab(settings: LabSettings, command: str, progress: Any = None) -> tuple[
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.live:
-        if not os.environ.get("OPENAI_API_KEY"):
-            raise ConfigError("--live needs OPENAI_API_KEY (it measures the real API; never run it in CI)")
-        print("bridge bench: --live is not built yet; run without --live to use the emulator", file=sys.stderr)
-        return 2
+    if args.live:  # the real API, speech prompts, no impairment (bridge.bench.live)
+        from bridge.bench import live
+
+        return live.main(args)
     settings = settings_from_args(args)
     command = "bridge bench " + shlex.join(
         ["--transports", args.transports, "--profiles", args.profiles, "--trials", str(args.trials)]
