@@ -17,7 +17,6 @@ The API key never reaches the browser; it is only used here, server to server.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -28,14 +27,14 @@ from bridge.agents.config import AgentSet
 from bridge.agents.controller import AgentController
 from bridge.errors import AuthError, ConnectError, ProtocolError
 from bridge.link import http as rest
-from bridge.link.base import ConnectTimings, RealtimeLink
+from bridge.link.base import ConnectTimings
+from bridge.link.ws import EventSocket
 from bridge.media.playout import PlayoutBuffer
 from bridge.session import Console, Runtime
 from bridge.transcript import TranscriptWriter
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 AUTH_CLOSE_CODES = {3000}  # PROTOCOL.md 3: bad key -> error event, then close 3000
 SHAPE_CLOSE_CODES = {4000}  # bad request shape / unknown call -> close 4000
 
@@ -69,7 +68,7 @@ async def create_call(
     return answer, call_id
 
 
-class SidebandLink(RealtimeLink):
+class SidebandLink(EventSocket):
     """Events only, over ``?call_id=``. The call's media is WebRTC (browser <-> API), hence ``transport``:
     on barge-in the server truncates by itself and the runtime must not send truncates (PROTOCOL.md 2.3).
     """
@@ -78,55 +77,14 @@ class SidebandLink(RealtimeLink):
     via = "sideband"
 
     def __init__(self, http: aiohttp.ClientSession, api_base: str, api_key: str, call_id: str) -> None:
-        self._http = http
-        self._url = sideband_url(api_base, call_id)
-        self._key = api_key
+        super().__init__(http, sideband_url(api_base, call_id), api_key)
         self.call_id = call_id
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self.close_code: int | None = None
 
     async def connect(self) -> ConnectTimings:
         timings = ConnectTimings()
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                self._ws = await self._http.ws_connect(
-                    self._url, headers={"Authorization": f"Bearer {self._key}"}, max_msg_size=0, autoping=True
-                )
-        except aiohttp.ClientError as exc:
-            raise rest.client_error(exc, self._url) from exc
-        except TimeoutError as exc:
-            raise ConnectError(f"sideband for {self.call_id} did not open within {CONNECT_TIMEOUT_S:.0f} s") from exc
+        await self._open(f"sideband for {self.call_id}")
         timings.mark("sideband_open")
         return timings
-
-    async def send(self, event: dict[str, Any]) -> None:
-        if self._ws is None or self._ws.closed:
-            raise ConnectError("sideband is closed")
-        await self._ws.send_str(json.dumps(event))
-
-    async def recv(self) -> dict[str, Any] | None:
-        assert self._ws is not None
-        while True:
-            msg = await self._ws.receive()
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    event = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    log.warning("sideband %s: dropped a malformed message", self.call_id)
-                    continue
-                if isinstance(event, dict):
-                    return event
-                continue
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                self.close_code = self._ws.close_code
-                return None
-            if msg.type == aiohttp.WSMsgType.ERROR:
-                self.close_code = self._ws.close_code
-                return None
-
-    async def aclose(self) -> None:
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
 
 
 class _LogConsole:

@@ -40,49 +40,27 @@ def append_event(frame48: np.ndarray) -> dict[str, Any]:
     }
 
 
-class WebSocketLink(RealtimeLink):
-    transport = "ws"
+class EventSocket(RealtimeLink):
+    """One aiohttp WebSocket carrying JSON events both ways (PROTOCOL.md 3): the WS link and the sideband."""
 
-    def __init__(
-        self, http: aiohttp.ClientSession, api_base: str, model: str, key: str, source: AudioSource | None
-    ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str, key: str) -> None:
         self._http = http
-        self._url = ws_url(api_base, model)
+        self._url = url
         self._key = key
-        self._source = source
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._first: dict[str, Any] | None = None
         self.close_code: int | None = None
         self.close_reason: str = ""
-        self.sent_appends = 0
-        self.uplink_paused = False  # push-to-talk: mic frames are read and dropped while paused
 
-    async def connect(self) -> ConnectTimings:
-        timings = ConnectTimings()
+    async def _open(self, what: str) -> None:
+        """Upgrade (no message-size cap, pings answered); errors become one clear line."""
         headers = {"Authorization": f"Bearer {self._key}"}
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 self._ws = await self._http.ws_connect(self._url, headers=headers, max_msg_size=0, autoping=True)
-                timings.mark("ws_upgrade")
-                first = await self.recv()
         except aiohttp.ClientError as exc:
             raise client_error(exc, self._url) from exc
         except TimeoutError as exc:
-            raise ConnectError(f"no session from {self._url.split('?')[0]} within {CONNECT_TIMEOUT_S:.0f} s") from exc
-        if first is not None and first.get("type") == "error":
-            err = first.get("error") or {}
-            reason = f"{err.get('code') or err.get('type')}: {err.get('message', '')}"
-            await self._ws.close()
-            if err.get("code") in (None, "invalid_api_key") or self.close_code in AUTH_CLOSE_CODES:
-                raise AuthError(f"WebSocket session rejected: {reason}")
-            raise ProtocolError(f"WebSocket session rejected: {reason}")
-        if first is None:
-            if self.close_code in AUTH_CLOSE_CODES:
-                raise AuthError(f"WebSocket session rejected: {self.close_reason}")
-            raise ConnectError(f"WebSocket closed before the session started ({self.close_code})")
-        self._first = first
-        timings.mark("session_created")
-        return timings
+            raise ConnectError(f"{what} did not open within {CONNECT_TIMEOUT_S:.0f} s") from exc
 
     async def send(self, event: dict[str, Any]) -> None:
         if self._ws is None or self._ws.closed:
@@ -90,9 +68,6 @@ class WebSocketLink(RealtimeLink):
         await self._ws.send_str(json.dumps(event))
 
     async def recv(self) -> dict[str, Any] | None:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
         assert self._ws is not None
         while True:
             msg = await self._ws.receive()
@@ -115,6 +90,56 @@ class WebSocketLink(RealtimeLink):
                 self.close_code = self._ws.close_code
                 return None
 
+    async def aclose(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+
+
+class WebSocketLink(EventSocket):
+    """The model over WebSocket: events plus the microphone as ``input_audio_buffer.append``."""
+
+    transport = "ws"
+
+    def __init__(
+        self, http: aiohttp.ClientSession, api_base: str, model: str, key: str, source: AudioSource | None
+    ) -> None:
+        super().__init__(http, ws_url(api_base, model), key)
+        self._source = source
+        self._first: dict[str, Any] | None = None
+        self.sent_appends = 0
+        self.uplink_paused = False  # push-to-talk: mic frames are read and dropped while paused
+
+    async def connect(self) -> ConnectTimings:
+        timings = ConnectTimings()
+        await self._open("WebSocket session")
+        timings.mark("ws_upgrade")
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                first = await super().recv()
+        except TimeoutError as exc:
+            raise ConnectError(f"no session from {self._url.split('?')[0]} within {CONNECT_TIMEOUT_S:.0f} s") from exc
+        assert self._ws is not None
+        if first is not None and first.get("type") == "error":
+            err = first.get("error") or {}
+            reason = f"{err.get('code') or err.get('type')}: {err.get('message', '')}"
+            await self._ws.close()
+            if err.get("code") in (None, "invalid_api_key") or self.close_code in AUTH_CLOSE_CODES:
+                raise AuthError(f"WebSocket session rejected: {reason}")
+            raise ProtocolError(f"WebSocket session rejected: {reason}")
+        if first is None:
+            if self.close_code in AUTH_CLOSE_CODES:
+                raise AuthError(f"WebSocket session rejected: {self.close_reason}")
+            raise ConnectError(f"WebSocket closed before the session started ({self.close_code})")
+        self._first = first
+        timings.mark("session_created")
+        return timings
+
+    async def recv(self) -> dict[str, Any] | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await super().recv()
+
     async def pump_audio(self) -> None:
         """Send the microphone as 20 ms appends until the socket closes."""
         if self._source is None:
@@ -125,7 +150,3 @@ class WebSocketLink(RealtimeLink):
                 continue
             await self.send(append_event(frame))
             self.sent_appends += 1
-
-    async def aclose(self) -> None:
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
