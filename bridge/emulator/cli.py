@@ -28,6 +28,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         reply_seconds=args.reply_seconds,
         api_keys=keys,
         log_path=args.log,
+        # ICE host candidates on 127.0.0.1 only when serving on loopback; on another address (a network
+        # namespace, a LAN) the answer must offer that machine's own addresses
+        loopback_ice=args.host in ("127.0.0.1", "localhost", "::1"),
     )
 
 
