@@ -25,7 +25,7 @@ import numpy as np
 
 from bridge.agents import AgentController, load_agents
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, read_text_arg
-from bridge.errors import AudioError
+from bridge.errors import AudioError, ConnectError
 from bridge.link import http as rest
 from bridge.link.base import RealtimeLink
 from bridge.link.webrtc import WebRTCLink
@@ -36,6 +36,7 @@ from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
 from bridge.protocol.session import realtime_session
 from bridge.rtc.loopback import loopback_candidates
+from bridge.rtc.opus import LibopusEncoder
 from bridge.session import PrintConsole, Runtime
 from bridge.transcript import TranscriptWriter, default_path
 
@@ -119,7 +120,7 @@ async def _link(
         http,
         creds.api_base,
         ek.value,
-        MicTrack(source),
+        MicTrack(source, encoder=LibopusEncoder()),
         on_audio,
         calls_url=ek.calls_url,
         hangup_key=creds.api_key or ek.value,
@@ -193,7 +194,11 @@ async def amain(args: argparse.Namespace) -> int:
         if run.done() and not run.cancelled() and run.exception() is not None:
             raise run.exception()  # type: ignore[misc]
         if runtime.closed.is_set() and not stop.is_set():
-            print("bridge: the server closed the session", file=sys.stderr)
+            # not asked to stop: the server ended the session or the network dropped
+            code = getattr(link, "close_code", None)
+            reason = getattr(link, "close_reason", "") or ""
+            detail = f" (close {code}{': ' + reason if reason else ''})" if code else ""
+            raise ConnectError(f"the connection to the model closed{detail}; transcript: {transcript.path}")
     return 0
 
 

@@ -14,6 +14,7 @@ import contextlib
 import fractions
 import logging
 from collections import deque
+from typing import Protocol
 
 import av
 import numpy as np
@@ -25,6 +26,10 @@ from bridge.media.base import FRAME_SAMPLES, RATE, AudioSource
 log = logging.getLogger(__name__)
 
 TIME_BASE = fractions.Fraction(1, RATE)
+
+
+class Encoder(Protocol):
+    def encode(self, pcm: np.ndarray) -> bytes: ...
 
 
 def make_frame(pcm: np.ndarray, pts: int) -> av.AudioFrame:
@@ -43,9 +48,13 @@ class MicTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, source: AudioSource, *, max_frames: int = 5) -> None:
+    def __init__(self, source: AudioSource, *, max_frames: int = 5, encoder: Encoder | None = None) -> None:
+        """With ``encoder`` (e.g. :class:`bridge.rtc.opus.LibopusEncoder`) ``recv`` returns Opus ``av.Packet``s,
+        which aiortc's sender passes through as they are (``RTCRtpSender._next_encoded_frame``): no stereo
+        upmix, no resampler, no executor hop per frame, and the encoder's in-band FEC."""
         super().__init__()
         self.source = source
+        self.encoder = encoder
         self.dropped = 0
         self.frames_sent = 0
         self._max = max_frames
@@ -56,7 +65,7 @@ class MicTrack(MediaStreamTrack):
         self._index = 0
         self._seen_source_drops = 0
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._pump is None:
@@ -68,6 +77,11 @@ class MicTrack(MediaStreamTrack):
             await self._ready.wait()
         pcm, index = self._queue.popleft()
         self.frames_sent += 1
+        if self.encoder is not None:
+            packet = av.Packet(self.encoder.encode(pcm))
+            packet.pts = index * FRAME_SAMPLES
+            packet.time_base = TIME_BASE
+            return packet
         return make_frame(pcm, index * FRAME_SAMPLES)
 
     async def _run(self) -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from browser_flow import (
     API_KEY,
-    CHROMIUM,
     STEP_TIMEOUT_MS,
     emulator_has_cors,
+    launch_page,
     log_has,
     step,
     transcript_turn,
@@ -159,28 +159,13 @@ def main() -> int:
     page_errors: list[str] = []
     try:
         with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(args.work / "agents-profile"),
-                executable_path=CHROMIUM,
-                headless=True,
-                viewport={"width": 1440, "height": 900},
-                args=[
-                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-audio-capture={args.wav}%noloop",
-                    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-                ],
-            )  # fmt: skip
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.on("console", lambda msg: print(f"console.{msg.type}: {msg.text}", flush=True))
+            page = launch_page(pw, args.work / "agents-profile", args.wav, page_errors)
             try:
                 call_id = flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
             finally:
                 events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
                 print("events seen:", " ".join(events), flush=True)
-                context.close()
+                page.context.close()
         deadline = time.monotonic() + 10
         while "hung up" not in (args.work / "agents-serve.out").read_text(errors="replace"):
             if time.monotonic() > deadline:

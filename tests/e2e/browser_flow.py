@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -91,6 +92,27 @@ def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
     )  # fmt: skip
     wait_port(SERVE_PORT, serve, deadline)
     return [emu, serve]
+
+
+def launch_page(pw: Any, profile: Path, wav: Path, page_errors: list[str]) -> Page:
+    """Debian's Chromium, headless, fake mic playing ``wav`` once; flags from ENVIRONMENT.md (loopback ICE)."""
+    context = pw.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        viewport={"width": 1440, "height": 900},
+        args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}%noloop",
+            "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+        ],
+    )  # fmt: skip
+    page = context.pages[0] if context.pages else context.new_page()
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.on("console", lambda msg: print(f"console.{msg.type}: {msg.text}", flush=True))
+    return page
 
 
 def step(name: str) -> None:
@@ -208,28 +230,13 @@ def main() -> int:
     page_errors: list[str] = []
     try:
         with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(args.work / "profile"),
-                executable_path=CHROMIUM,
-                headless=True,
-                viewport={"width": 1440, "height": 900},
-                args=[
-                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-audio-capture={args.wav}%noloop",
-                    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-                ],
-            )  # fmt: skip
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.on("console", lambda msg: print(f"console.{msg.type}: {msg.text}", flush=True))
+            page = launch_page(pw, args.work / "profile", args.wav, page_errors)
             try:
                 flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
             finally:
                 events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
                 print("events seen:", " ".join(events), flush=True)
-                context.close()
+                page.context.close()
     finally:
         for proc in procs:
             proc.terminate()

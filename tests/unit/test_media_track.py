@@ -6,6 +6,7 @@ import asyncio
 import fractions
 import time
 
+import av
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
@@ -61,3 +62,40 @@ async def test_source_failure_ends_the_track() -> None:
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(track.recv(), 2)
     await track.aclose()
+
+
+async def test_with_an_encoder_recv_returns_opus_packets_on_the_source_timeline() -> None:
+    """Pre-encoded packets: aiortc passes them through (no upmix, no executor hop); pts stays in samples."""
+    from bridge.rtc.opus import LibopusDecoder, LibopusEncoder
+
+    t = np.arange(960 * 3) / 48_000
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    frames = [tone[i * 960 : (i + 1) * 960] for i in range(3)]
+
+    class Source:
+        dropped = 0
+
+        def __init__(self) -> None:
+            self.frames = list(frames)
+
+        async def start(self) -> None:
+            return None
+
+        async def read(self) -> np.ndarray:
+            if not self.frames:
+                await asyncio.Event().wait()
+            return self.frames.pop(0)
+
+        async def aclose(self) -> None:
+            return None
+
+    track = MicTrack(Source(), encoder=LibopusEncoder())
+    decoder = LibopusDecoder()
+    try:
+        packets = [await asyncio.wait_for(track.recv(), 2) for _ in range(3)]
+    finally:
+        track.stop()
+    assert [p.pts for p in packets] == [0, 960, 1920]
+    assert all(isinstance(p, av.Packet) and p.time_base == fractions.Fraction(1, 48_000) for p in packets)
+    decoded = np.concatenate([decoder.decode(bytes(p)) for p in packets])
+    assert len(decoded) == 2880 and np.abs(decoded[1000:]).max() > 4000  # the tone survives the round trip
