@@ -8,7 +8,13 @@ APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espea
 
 apt_install() {
   local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null; then
+      echo "setup: not root and no sudo; install these yourself if missing: ${APT_PACKAGES[*]}" >&2
+      return 0
+    fi
+    sudo="sudo"
+  fi
   if ! command -v apt-get >/dev/null; then
     echo "setup: no apt-get; install these yourself: ${APT_PACKAGES[*]}" >&2
     return 0
