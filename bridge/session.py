@@ -126,6 +126,20 @@ class Metrics:
     errors: int = 0
 
 
+@dataclass
+class BargeIn:
+    """One barge-in: when it was detected, what had been played, and what the server later said."""
+
+    item_id: str
+    t_event: float  # monotonic: speech_started arrived (or the push-to-talk key)
+    event_unix: float
+    onset: float | None  # monotonic: the user's speech began (from the server's audio_start_ms)
+    played_ms: float
+    flush: FlushResult | None = None
+    truncate_gap_ms: float | None = None  # WebRTC: the server's audio_end_ms minus played_ms
+    truncated: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Runtime:
     def __init__(
         self,
@@ -160,7 +174,7 @@ class Runtime:
         self._interrupted: set[str] = set()
         self._speech_end: float | None = None  # local time the user stopped speaking (pending response)
         self._pending_delete: dict[str, str] = {}  # response_id -> item to delete once it is done
-        self._bargein: dict[str, Any] | None = None
+        self._bargein: BargeIn | None = None
         self._started = False
         self._tg: asyncio.TaskGroup | None = None
         self.closed = asyncio.Event()
@@ -342,14 +356,13 @@ class Runtime:
         finished = item in self._audio_done and handed >= received - 1 and self.playout.queued_ms <= 0
         if finished:
             return  # it all played: nothing to cut, nothing to tell the server
-        bargein = {"item_id": item, "t_event": t_event, "event_unix": t_unix, "onset": onset, "played_ms": played,
-                   "truncated": asyncio.Event()}  # fmt: skip
+        bargein = BargeIn(item, t_event, t_unix, onset, played)
         self._bargein = bargein
         if self.bargein_mode == "naive":
             # what a plain client does: nothing. Kept to measure the difference (tests, bench).
             self.transcript.write("latency", item_id=item, speech_started_unix=round(t_unix, 6), naive=True)
             return
-        bargein["flush"] = self.playout.flush(FADE_MS, discard=True)  # also gates late audio of the item
+        bargein.flush = self.playout.flush(FADE_MS, discard=True)  # also gates late audio of the item
         self.playout.ungate(UNKNOWN_ITEM)  # untagged WebRTC audio of later responses must still play
         self._interrupted.add(item)
         self._audio_item = None
@@ -381,10 +394,11 @@ class Runtime:
         else:
             await self.link.send({"type": "conversation.item.delete", "item_id": item})
 
-    async def _report_stop(self, b: dict[str, Any]) -> None:
+    async def _report_stop(self, b: BargeIn) -> None:
         """Wait (bounded) for the sink to confirm playback stopped, then write the barge-in latency."""
         deadline = self.clock() + STOP_WAIT_S
-        flush: FlushResult = b["flush"]
+        flush = b.flush
+        assert flush is not None
         while flush.stopped_at is None:
             if self.clock() > deadline:
                 log.warning("the sink did not confirm the barge-in flush within %.1f s", STOP_WAIT_S)
@@ -394,31 +408,30 @@ class Runtime:
         if self.link.transport == "webrtc":  # the server's conversation.item.truncated says what it believes
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TRUNCATED_WAIT_S):
-                    await b["truncated"].wait()
-        b["stop_after_event_ms"] = round((stopped - b["t_event"]) * 1000, 1)
-        self.metrics.stop_after_event_ms.append(b["stop_after_event_ms"])
+                    await b.truncated.wait()
+        stop_ms = round((stopped - b.t_event) * 1000, 1)
+        self.metrics.stop_after_event_ms.append(stop_ms)
         fields: dict[str, Any] = {
-            "item_id": b["item_id"],
-            "speech_started_unix": round(b["event_unix"], 6),
-            "stop_after_event_ms": b["stop_after_event_ms"],
+            "item_id": b.item_id,
+            "speech_started_unix": round(b.event_unix, 6),
+            "stop_after_event_ms": stop_ms,
         }
-        if b["onset"] is not None:
-            b["bargein_ms"] = round((stopped - b["onset"]) * 1000, 1)
-            self.metrics.bargein_ms.append(b["bargein_ms"])
-            fields["bargein_ms"] = b["bargein_ms"]
-        if "truncate_gap_ms" in b:
-            fields["truncate_gap_ms"] = b["truncate_gap_ms"]
+        if b.onset is not None:
+            fields["bargein_ms"] = round((stopped - b.onset) * 1000, 1)
+            self.metrics.bargein_ms.append(fields["bargein_ms"])
+        if b.truncate_gap_ms is not None:
+            fields["truncate_gap_ms"] = b.truncate_gap_ms
         self.transcript.write("latency", **fields)
 
     def _on_truncated(self, item_id: str, end_ms: int) -> None:
         b = self._bargein
-        if b is None or b["item_id"] != item_id:
+        if b is None or b.item_id != item_id:
             return
-        gap = round(end_ms - b["played_ms"], 1)
-        b["truncate_gap_ms"] = gap
-        b["truncated"].set()
+        gap = round(end_ms - b.played_ms, 1)
+        b.truncate_gap_ms = gap
+        b.truncated.set()
         self.metrics.truncate_gap_ms.append(gap)
-        log.info("server truncated %s at %d ms; played %.0f ms (gap %.1f ms)", item_id, end_ms, b["played_ms"], gap)
+        log.info("server truncated %s at %d ms; played %.0f ms (gap %.1f ms)", item_id, end_ms, b.played_ms, gap)
 
     async def _on_response_done(self, rid: str) -> None:
         item = self._response_item.get(rid)
