@@ -22,6 +22,7 @@ exact up to the one-way network delay.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import logging
 import time
@@ -44,6 +45,7 @@ BargeInMode = Literal["exact", "naive"]  # naive: keep playing (what a plain cli
 UNKNOWN_ITEM = "?"  # WebRTC audio that arrives before its item is announced
 TICK_S = 0.05  # housekeeping period; latencies come from recorded timestamps, not from this tick
 TRUNCATED_WAIT_S = 1.0  # extra time for the server's conversation.item.truncated (WebRTC)
+KNOWN_SHAPES = ev.TYPED  # event types parse() turns into typed events when well formed
 STOP_WAIT_S = 0.5  # how long to wait for the sink to report playback stopped after a flush
 
 
@@ -124,6 +126,7 @@ class Metrics:
     truncate_gap_ms: list[float] = field(default_factory=list)
     dropped_late_audio_ms: float = 0.0
     errors: int = 0
+    malformed: int = 0  # server events we could not use (shape known, content broken)
 
 
 @dataclass
@@ -231,6 +234,10 @@ class Runtime:
             await self.handle(ev.parse(raw))
 
     async def handle(self, e: ev.Event) -> None:  # noqa: C901 - one flat dispatch
+        if isinstance(e, ev.Other) and e.type in KNOWN_SHAPES:
+            self.metrics.malformed += 1  # a type we act on, with fields missing or of the wrong type
+            log.warning("dropped a malformed %s event", e.type)
+            return
         if self.tools is not None:
             self.tools.on_event(e)
         match e:
@@ -326,7 +333,12 @@ class Runtime:
         if e.item_id in self._interrupted:
             self.metrics.dropped_late_audio_ms += pcm.ms_of(len(e.delta) * 3 // 4)
             return
-        pcm24 = np.frombuffer(pcm.b64decode(e.delta), dtype=np.int16)
+        try:
+            pcm24 = np.frombuffer(pcm.b64decode(e.delta), dtype=np.int16)
+        except (binascii.Error, ValueError):
+            self.metrics.malformed += 1
+            log.warning("dropped an audio delta that is not base64 PCM16 (%d chars)", len(e.delta))
+            return
         if e.item_id not in self._received_ms:
             self._audio_started(e.item_id)
         self._received_ms[e.item_id] = self._received_ms.get(e.item_id, 0.0) + len(pcm24) / 24

@@ -151,6 +151,37 @@ Event = (
 )
 
 
+TYPED = frozenset(
+    {
+        "session.created",
+        "session.updated",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.created",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
+        "response.created",
+        "response.done",
+        "response.output_item.added",
+        "response.output_audio.delta",
+        "response.output_audio_transcript.delta",
+        "response.output_text.delta",
+        "response.output_audio_transcript.done",
+        "response.output_text.done",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "output_audio_buffer.cleared",
+        "conversation.item.truncated",
+        "response.function_call_arguments.done",
+        "error",
+    }
+)
+"""The event types :func:`parse` returns typed; one of these coming back as ``Other`` was malformed."""
+
+
 def _text_event(e: dict[str, Any], final: bool, key: str) -> AssistantText:
     return AssistantText(e.get("response_id", ""), e.get("item_id", ""), e.get(key) or "", final)
 

@@ -293,3 +293,22 @@ async def test_errors_are_logged_and_benign_cancel_error_is_quiet(tmp_path) -> N
     )
     assert rt.console.errors == ["invalid_value: bad"]  # type: ignore[attr-defined]
     assert [x["code"] for x in lines(rt) if x["kind"] == "error"] == ["response_cancel_not_active", "invalid_value"]
+
+
+async def test_malformed_server_events_are_dropped_and_the_session_goes_on(tmp_path) -> None:
+    rt, link, playout = make(tmp_path)
+    await feed(
+        rt,
+        {"type": "response.done", "response": "not an object"},
+        {"type": 42},
+        {"no": "type"},
+        {"type": "input_audio_buffer.speech_started"},  # required fields missing
+        {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "output_index": 0,
+         "content_index": 0, "delta": "%%% not base64 %%%"},
+        {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "output_index": 0,
+         "content_index": 0, "delta": "AA=="},  # one byte: not PCM16
+        {"type": "some.future_event", "x": 1},
+    )  # fmt: skip
+    assert rt.metrics.malformed == 4  # the two typed-but-broken events and the two bad deltas
+    await start_reply(rt, audio_ms=200)  # and the session still works
+    assert playout.queued_ms == pytest.approx(200)
