@@ -27,6 +27,7 @@ from browser_flow import (
     launch_page,
     log_has,
     step,
+    stop_servers,
     transcript_turn,
     wait_port,
 )
@@ -173,13 +174,7 @@ def main() -> int:
             time.sleep(0.05)
         check_server_transcript(args.work, call_id)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
     if page_errors:
         print("page errors:", page_errors, flush=True)
         return 1

@@ -115,6 +115,16 @@ def launch_page(pw: Any, profile: Path, wav: Path, page_errors: list[str]) -> Pa
     return page
 
 
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def step(name: str) -> None:
     print(f"step: {name}", flush=True)
 
@@ -238,13 +248,7 @@ def main() -> int:
                 print("events seen:", " ".join(events), flush=True)
                 page.context.close()
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
     if page_errors:
         print("page errors:", page_errors, flush=True)
         return 1
