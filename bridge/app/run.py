@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
@@ -124,6 +125,7 @@ async def _link(
         on_audio,
         calls_url=ek.calls_url,
         hangup_key=creds.api_key or ek.value,
+        fast_rtp=os.environ.get("BRIDGE_FAST_RTP", "1").strip() != "0",
     )
 
 
@@ -205,7 +207,7 @@ async def amain(args: argparse.Namespace) -> int:
 def _write_stats(
     transcript: TranscriptWriter, playout: PlayoutBuffer, link: RealtimeLink, source: Any, sink: Any
 ) -> None:
-    """A last ``stats`` line: underruns, drift control, receive-path counters, mic drops."""
+    """A last ``stats`` line: underruns, drift control, receive-path and short-RTP-path counters, mic drops."""
     fields: dict[str, Any] = {"playout": dataclasses.asdict(playout.counters), "playout_target_ms": playout.target_ms}
     receiver = getattr(link, "receiver", None)
     if receiver is not None:
@@ -218,6 +220,9 @@ def _write_stats(
             "reordered": st.reordered,
             "wait_ms": round(receiver.wait_ms, 1),
         }
+    fast = getattr(link, "fast_stats", None)
+    if fast is not None:
+        fields["fast_rtp"] = dataclasses.asdict(fast)
     fields["mic_dropped"] = getattr(source, "dropped", 0)
     fields["sink_underruns"] = getattr(sink, "underruns", 0)
     transcript.write("stats", **fields)

@@ -5,7 +5,9 @@ Connection (PROTOCOL.md 2.1, 2.3): ephemeral key -> ``RTCPeerConnection(iceServe
 from ``Location`` -> answer applied -> wait for the data channel to open. Every step is timed.
 
 Downlink audio bypasses aiortc's jitter buffer and decoder thread: :class:`bridge.rtc.AudioReceiver`
-hands 20 ms frames straight to ``on_audio`` (the session's playout).
+hands 20 ms frames straight to ``on_audio`` (the session's playout). Once DTLS is up, RTP in both
+directions takes the short paths of :mod:`bridge.rtc.fastpath` (``fast_rtp=False``, or
+``BRIDGE_FAST_RTP=0``, keeps aiortc's own).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bridge.errors import ConnectError
 from bridge.link import http as rest
 from bridge.link.base import ConnectTimings, RealtimeLink
 from bridge.media.track import MicTrack
+from bridge.rtc import fastpath
 from bridge.rtc.receiver import AudioReceiver
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class WebRTCLink(RealtimeLink):
         *,
         calls_url: str | None = None,
         hangup_key: str | None = None,
+        fast_rtp: bool = True,
     ) -> None:
         self._http = http
         self._api_base = api_base
@@ -57,6 +61,9 @@ class WebRTCLink(RealtimeLink):
         self._dc: Any = None
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_QUEUE_MAX)
         self.receiver: AudioReceiver | None = None
+        self.fast_stats: fastpath.FastStats | None = fastpath.FastStats() if fast_rtp else None
+        self._rtp_receiver: Any = None
+        self._fast_receive: fastpath.FastReceive | None = None
         self.dropped_events = 0
         self._closed = False
 
@@ -68,7 +75,14 @@ class WebRTCLink(RealtimeLink):
         dc.on("open", opened.set)
         dc.on("message", self._on_message)
         dc.on("close", lambda: self._put(None))
-        pc.addTrack(self._mic)
+        sender = pc.addTrack(self._mic)
+        if self.fast_stats is not None:
+            try:
+                fastpath.check_seam()
+                fastpath.FastSend(sender, self._mic, self.fast_stats).install()
+            except fastpath.FastPathUnavailable as exc:
+                log.warning("short RTP paths unavailable (%s); using aiortc's", exc)
+                self.fast_stats = None
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
 
@@ -86,7 +100,21 @@ class WebRTCLink(RealtimeLink):
                 f"ICE/data channel did not open within {OPEN_TIMEOUT_S:.0f} s (ICE state {pc.iceConnectionState})"
             ) from exc
         timings.mark("datachannel_open")
+        self._install_fast_receive()
         return timings
+
+    def _install_fast_receive(self) -> None:
+        """DTLS is connected once the data channel is open: route incoming SRTP audio the short way."""
+        if self.fast_stats is None or self.receiver is None or self._rtp_receiver is None:
+            return
+        fast = fastpath.FastReceive(self._rtp_receiver, self.receiver, self.fast_stats)
+        try:
+            fast.install()
+        except fastpath.FastPathUnavailable as exc:
+            log.warning("short RTP receive path unavailable (%s); using aiortc's", exc)
+            return
+        self._fast_receive = fast
+        log.info("RTP audio on the short paths (bridge.rtc.fastpath)")
 
     def _on_track(self, track: Any) -> None:
         if track.kind != "audio" or self.receiver is not None or self._pc is None:
@@ -95,6 +123,7 @@ class WebRTCLink(RealtimeLink):
             if transceiver.receiver.track is track:
                 self.receiver = AudioReceiver(self._on_audio)
                 self.receiver.attach(transceiver.receiver)
+                self._rtp_receiver = transceiver.receiver
                 log.info("remote audio attached to the low-latency receive path")
 
     def _on_state(self) -> None:
@@ -139,6 +168,8 @@ class WebRTCLink(RealtimeLink):
         self._closed = True
         if self.call_id:
             await rest.hangup(self._http, self._api_base, self.call_id, self._hangup_key)
+        if self._fast_receive is not None:
+            self._fast_receive.uninstall()
         if self.receiver is not None:
             self.receiver.close()
         if self._pc is not None:

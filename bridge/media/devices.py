@@ -7,6 +7,10 @@ devices never import it.
 Crossing from the PortAudio thread follows sounddevice's ``examples/asyncio_generators.py``: the input
 callback copies the block and hands it to the loop with ``call_soon_threadsafe``; the output callback
 only calls ``pull(n)`` (a short lock, no waiting) and counts status flags. Neither blocks.
+
+Both use sounddevice's *raw* streams (a CFFI buffer per callback, not a NumPy array): the callbacks run
+200 (output) and 100 (input) times a second, and the array wrapper (``np.frombuffer`` plus a reshape and
+an ``import`` per call) cost more than the work done in them (docs/benchmarks.md, CPU).
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ class DeviceSource:
         self._ready = asyncio.Event()
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
-        self._cb_blocks: list[np.ndarray] = []  # PortAudio thread only: blocks of the frame being captured
+        self._cb_blocks: list[bytes] = []  # PortAudio thread only: blocks of the frame being captured
         self._cb_frames = 0
         self._resampler: LinearResampler | None = None
         self._stream: Any = None
@@ -203,7 +207,7 @@ class DeviceSource:
             self._resampler = LinearResampler(self.rate, RATE)
         self._loop = asyncio.get_running_loop()
         try:
-            stream = sd.InputStream(
+            stream = sd.RawInputStream(
                 device=index,
                 samplerate=self.rate,
                 channels=self.channels,
@@ -224,8 +228,9 @@ class DeviceSource:
             "input %r: %d Hz, %d ch, latency %.1f ms", self.name, self.rate, self.channels, 1000 * self.input_latency
         )
 
-    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        # PortAudio thread: count, copy, hand over. Nothing here waits.
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        # PortAudio thread: count, copy (``indata`` is a CFFI buffer of interleaved int16), hand over.
+        # Nothing here waits.
         now = time.monotonic()
         if status:
             self.status_flags += 1
@@ -236,11 +241,11 @@ class DeviceSource:
             return
         # Wake the event loop once per 20 ms frame, not once per 10 ms block: a frame cannot leave before it
         # is complete anyway, so this halves the cross-thread wake-ups at no latency cost.
-        self._cb_blocks.append(indata.copy())
+        self._cb_blocks.append(bytes(indata))
         self._cb_frames += frames
         if self._cb_frames * 1000 < self.rate * FRAME_MS:
             return
-        block = self._cb_blocks[0] if len(self._cb_blocks) == 1 else np.concatenate(self._cb_blocks)
+        block = b"".join(self._cb_blocks)
         self._cb_blocks, self._cb_frames = [], 0
         try:
             loop.call_soon_threadsafe(self._deliver, block, now)
@@ -255,10 +260,10 @@ class DeviceSource:
             except RuntimeError:
                 pass
 
-    def _deliver(self, block: np.ndarray, captured: float) -> None:
+    def _deliver(self, block: bytes, captured: float) -> None:
         if self._closed:
             return
-        mono = to_mono(block)
+        mono = to_mono(np.frombuffer(block, dtype=np.int16).reshape(-1, self.channels))
         if self._resampler is not None:
             mono = self._resampler.process(mono)
         self._pending.append(mono)
@@ -334,7 +339,7 @@ class DeviceSink:
             self._resampler = LinearResampler(RATE, self.rate)
         self._pull = pull
         try:
-            stream = sd.OutputStream(
+            stream = sd.RawOutputStream(
                 device=index,
                 samplerate=self.rate,
                 channels=self.channels,
@@ -352,8 +357,9 @@ class DeviceSink:
             "output %r: %d Hz, %d ch, latency %.1f ms", self.name, self.rate, self.channels, 1000 * self.output_latency
         )
 
-    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         # PortAudio thread: one pull (never waits), status counters, no logging on the hot path.
+        # ``outdata`` is a CFFI buffer of interleaved int16: slice assignment copies an array's bytes in.
         if status:
             self.status_flags += 1
             if status.output_underflow:
@@ -363,12 +369,9 @@ class DeviceSink:
             data = self._render(frames)
         except Exception:  # a bug upstream must not kill the audio thread: play silence, count it
             self.callback_errors += 1
-            outdata.fill(0)
+            outdata[:] = bytes(len(outdata))
             return
-        if self.channels == 1:
-            outdata[:, 0] = data
-        else:
-            outdata[:] = data[:, None]
+        outdata[:] = data if self.channels == 1 else np.repeat(data, self.channels)
 
     def _render(self, frames: int) -> np.ndarray:
         assert self._pull is not None

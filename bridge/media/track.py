@@ -65,7 +65,9 @@ class MicTrack(MediaStreamTrack):
         self._index = 0
         self._seen_source_drops = 0
 
-    async def recv(self) -> av.AudioFrame | av.Packet:
+    async def next_frame(self) -> tuple[np.ndarray, int]:
+        """The next 20 ms of PCM and its index on the source's timeline (what ``recv`` wraps; the short
+        send path in :mod:`bridge.rtc.fastpath` encodes and sends it without building an ``av`` object)."""
         if self.readyState != "live":
             raise MediaStreamError
         if self._pump is None:
@@ -75,8 +77,11 @@ class MicTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        pcm, index = self._queue.popleft()
         self.frames_sent += 1
+        return self._queue.popleft()
+
+    async def recv(self) -> av.AudioFrame | av.Packet:
+        pcm, index = await self.next_frame()
         if self.encoder is not None:
             packet = av.Packet(self.encoder.encode(pcm))
             packet.pts = index * FRAME_SAMPLES

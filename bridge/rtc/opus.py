@@ -160,6 +160,7 @@ class LibopusDecoder:
 
 _APPLICATION_VOIP = 2048
 _SET_BITRATE = 4002
+_SET_COMPLEXITY = 4010
 _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
 _MAX_PACKET = 1500
@@ -173,7 +174,7 @@ class LibopusEncoder:
     lets a receiver (ours, or the real service) rebuild a lost frame from the next packet.
     """
 
-    def __init__(self, bitrate: int = 48_000, fec: bool = True, loss_perc: int = 5) -> None:
+    def __init__(self, bitrate: int = 48_000, fec: bool = True, loss_perc: int = 5, complexity: int = 5) -> None:
         self._lib = _load()
         err = ctypes.c_int(0)
         self._enc = self._lib.lib.opus_encoder_create(RATE, 1, _APPLICATION_VOIP, ctypes.byref(err))
@@ -184,6 +185,7 @@ class LibopusEncoder:
             (_SET_BITRATE, bitrate),
             (_SET_INBAND_FEC, int(fec)),
             (_SET_PACKET_LOSS_PERC, loss_perc),
+            (_SET_COMPLEXITY, complexity),
         ):
             if ctl(ctypes.c_void_p(self._enc), ctypes.c_int(request), ctypes.c_int32(value)) != _OPUS_OK:
                 raise OSError(f"opus_encoder_ctl({request}, {value}) failed")

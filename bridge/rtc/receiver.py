@@ -199,18 +199,16 @@ class AudioReceiver:
 
     def feed(self, packet: Any) -> None:
         """One depayloaded aiortc ``RtpPacket`` (``packet._data`` or ``payload``) arriving now."""
-        if self._closed:
-            return
         payload = getattr(packet, "_data", None)
         if payload is None:
             payload = packet.payload
-        pkt = Packet(
-            seq=packet.sequence_number,
-            timestamp=packet.timestamp,
-            payload=bytes(payload),
-            arrival=self._clock(),
-        )
-        self._emit(self._window.push(pkt))
+        self.feed_rtp(packet.sequence_number, packet.timestamp, bytes(payload))
+
+    def feed_rtp(self, seq: int, timestamp: int, payload: bytes) -> None:
+        """One Opus packet (RTP sequence number, RTP timestamp, payload) arriving now."""
+        if self._closed:
+            return
+        self._emit(self._window.push(Packet(seq=seq, timestamp=timestamp, payload=payload, arrival=self._clock())))
         self._schedule()
 
     def poll(self) -> None:

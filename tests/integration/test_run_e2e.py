@@ -62,8 +62,10 @@ async def run_bridge(tmp: Path, monkeypatch, transport: str, duration: float, **
     return transcript(tmp)
 
 
-@pytest.mark.parametrize("transport", ["webrtc", "ws"])
-async def test_reply_arrives_in_the_output_file_at_the_right_time(tmp_path, monkeypatch, transport) -> None:
+@pytest.mark.parametrize(("transport", "fast_rtp"), [("webrtc", "1"), ("webrtc", "0"), ("ws", "1")])
+async def test_reply_arrives_in_the_output_file_at_the_right_time(tmp_path, monkeypatch, transport, fast_rtp) -> None:
+    """WebRTC runs twice: on the short RTP paths (default) and on aiortc's own (BRIDGE_FAST_RTP=0)."""
+    monkeypatch.setenv("BRIDGE_FAST_RTP", fast_rtp)
     write_wav(tmp_path / "in.wav", [("silence", 0.3), ("tone", 0.8), ("silence", 3.0)])
     lines = await run_bridge(tmp_path, monkeypatch, transport, 3.2, reply_seconds=1.0)
 
@@ -88,6 +90,11 @@ async def test_reply_arrives_in_the_output_file_at_the_right_time(tmp_path, monk
     (lat,) = [x for x in lines if x["kind"] == "latency"]
     # the bridge's own number agrees with the audio file within 50 ms
     assert lat["response_ms"] == pytest.approx((start - speech_end) * 1000, abs=50)
+    (stats,) = [x for x in lines if x["kind"] == "stats"]
+    if transport == "webrtc" and fast_rtp == "1":
+        assert stats["fast_rtp"]["rtp_in"] > 100 and stats["fast_rtp"]["rtp_out"] > 100
+    else:
+        assert "fast_rtp" not in stats
 
 
 @pytest.mark.parametrize("transport", ["webrtc", "ws"])

@@ -6,6 +6,7 @@ import builtins
 import io
 import sys
 
+import cffi
 import numpy as np
 import pytest
 
@@ -130,3 +131,39 @@ def test_to_mono() -> None:
     st = np.array([[100, 300], [-100, -300]], np.int16)
     np.testing.assert_array_equal(to_mono(st), [200, -200])
     np.testing.assert_array_equal(to_mono(st[:, :1]), [100, -100])
+
+
+def test_raw_output_callback_interleaves_and_survives_errors() -> None:
+    """The output callback writes the pulled int16 samples into PortAudio's raw buffer, per channel."""
+    sink = devices.DeviceSink(None)
+    sink._pull = lambda n: np.arange(n, dtype=np.int16) + 1
+    sink.channels = 2
+    ffi = cffi.FFI()
+    out = ffi.buffer(ffi.new("char[]", 4 * 3))  # what sounddevice's raw streams pass: 3 stereo int16 frames
+    sink._callback(out, 3, None, None)
+    np.testing.assert_array_equal(np.frombuffer(out, np.int16), [1, 1, 2, 2, 3, 3])
+
+    def broken(n: int) -> np.ndarray:
+        raise ValueError("bug upstream")
+
+    sink._pull = broken
+    sink._callback(out, 3, None, None)
+    assert sink.callback_errors == 1 and not any(bytes(out))  # silence, not a dead audio thread
+
+
+async def test_raw_input_callback_hands_over_whole_frames_in_mono() -> None:
+    """Two 10 ms stereo blocks become one 20 ms mono frame on the loop, stamped with the capture time."""
+    import asyncio
+
+    src = devices.DeviceSource(None)
+    src.channels = 2
+    src._loop = asyncio.get_running_loop()
+    src._stream = type("Stream", (), {"active": True})()
+    left = np.arange(960, dtype=np.int16)
+    stereo = np.stack([left, left + 2], axis=1).reshape(-1)  # interleaved L R
+    src._callback(memoryview(stereo[:960].tobytes()), 480, None, None)
+    assert not src._queue  # half a frame: nothing crosses threads yet
+    src._callback(memoryview(stereo[960:].tobytes()), 480, None, None)
+    frame = await asyncio.wait_for(src.read(), 1)
+    np.testing.assert_array_equal(frame, left + 1)
+    assert src.last_frame_mono is not None and src.dropped == 0

@@ -1,0 +1,256 @@
+"""Short RTP paths for the call's audio; aiortc keeps signalling, ICE, DTLS, SCTP and RTCP.
+
+Why: for every 20 ms audio packet, stock aiortc runs a long chain of Python in each direction. In: aioice
+first tries to parse the datagram as STUN (a raised ``ValueError``), queues it to the DTLS task (a task
+switch), then ``RtpPacket.parse``, the router, ``datetime``-based clocks and ``RTCRtpReceiver``. Out: an
+``av.Packet`` with a ``Fraction`` time base, ``RtpPacket`` and header-extension objects, two
+``datetime`` clock reads, and three coroutines down to ``sendto``. On this machine that was most of the
+bridge's CPU in a call (docs/benchmarks.md, "CPU").
+
+- :class:`FastReceive` replaces the instance attribute ``Connection.data_received(data, component)`` of
+  aioice's connection (what its ``StunProtocol`` calls for every non-STUN datagram). SRTP (first byte
+  128-191, RFC 7983) that is not RTCP (second byte 192-223, RFC 5761) is unprotected with the DTLS
+  transport's receive session, parsed, counted in aiortc's own ``StreamStatistics`` (so receiver reports
+  to the server stay true: loss, jitter, highest sequence) and handed to
+  :meth:`bridge.rtc.receiver.AudioReceiver.feed_rtp`. Everything else (DTLS, the data channel's SCTP,
+  SRTCP) goes to the original method, unchanged.
+- :class:`FastSend` sets the instance attribute ``RTCRtpSender._run_rtp`` before ``send()`` starts it.
+  Per frame: one Opus encode (:class:`bridge.rtc.opus.LibopusEncoder`), one precomputed RTP header (the
+  same fields and ``sdes:mid`` extension aiortc writes) patched with sequence number and timestamp, SRTP
+  protect with the DTLS transport's send session, one ``sendto`` on aioice's nominated pair. The counters
+  aiortc's RTCP sender reports read (packet and octet counts, RTP and NTP timestamps) are kept current.
+
+Both touch private names of aiortc 1.16 / aioice 0.13; :func:`check_seam` verifies each one against the
+installed versions, and when it fails the stock paths stay in place (one warning), so an upgrade degrades
+CPU, never the call. tests/unit/test_rtc_fastpath.py runs the check and a call through both paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.ice
+import pylibsrtp
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
+
+from bridge.rtc.receiver import AudioReceiver
+
+log = logging.getLogger(__name__)
+
+_S = "_RTCRtpSender__"
+_R = "_RTCRtpReceiver__"
+SENDER_ATTRS = tuple(
+    _S + n
+    for n in (
+        "rtp_started",
+        "rtp_exited",
+        "track",
+        "mid",
+        "rtp_header_extensions_map",
+        "ntp_timestamp",
+        "rtp_timestamp",
+        "octet_count",
+        "packet_count",
+    )
+)
+RECEIVER_ATTRS = (_R + "codecs", _R + "remote_streams")
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+
+
+class FastPathUnavailable(RuntimeError):
+    """The installed aiortc/aioice or this call's negotiation does not fit the short paths."""
+
+
+def check_seam() -> None:
+    """Raise :class:`FastPathUnavailable` unless aiortc/aioice still have what the short paths use."""
+    try:
+        send_src = inspect.getsource(RTCRtpSender.send)
+        ice_src = inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+        class_src = inspect.getsource(RTCRtpSender) + inspect.getsource(RTCRtpReceiver)
+    except (OSError, TypeError) as exc:  # pragma: no cover - no sources installed
+        raise FastPathUnavailable(f"cannot inspect aiortc: {exc}") from exc
+    if "self._run_rtp(" not in send_src:
+        raise FastPathUnavailable("RTCRtpSender.send no longer starts self._run_rtp")
+    if "self.receiver.data_received(data" not in ice_src:
+        raise FastPathUnavailable("aioice's StunProtocol no longer hands data to Connection.data_received")
+    for name in (*SENDER_ATTRS, *RECEIVER_ATTRS):
+        if f"self.__{name.split('__', 1)[1]}" not in class_src:
+            raise FastPathUnavailable(f"aiortc no longer has {name}")
+
+
+def _ice_connection(dtls: Any) -> Any:
+    conn = getattr(getattr(dtls, "transport", None), "_connection", None)
+    if conn is None or not isinstance(getattr(conn, "_nominated", None), dict):
+        raise FastPathUnavailable("no aioice connection behind the DTLS transport")
+    return conn
+
+
+@dataclass
+class FastStats:
+    """Counters of both short paths (``stats`` transcript line)."""
+
+    rtp_in: int = 0
+    rtp_out: int = 0
+    srtp_errors: int = 0
+    malformed: int = 0
+    unknown_payload_type: int = 0
+
+
+class _Seen:
+    """What ``StreamStatistics.add`` reads of a packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self, sequence_number: int, timestamp: int) -> None:
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+
+
+class FastReceive:
+    """Incoming SRTP audio straight from aioice to an :class:`AudioReceiver` (see module docstring)."""
+
+    def __init__(self, receiver: RTCRtpReceiver, audio: AudioReceiver, stats: FastStats) -> None:
+        self._receiver = receiver
+        self._audio = audio
+        self.stats = stats
+        self._conn: Any = None
+        self._original: Any = None
+
+    def install(self) -> None:
+        """Start routing; call once the DTLS transport is connected (its SRTP sessions exist)."""
+        dtls = self._receiver.transport
+        srtp = getattr(dtls, "_rx_srtp", None)
+        if srtp is None or dtls.state != "connected":
+            raise FastPathUnavailable("DTLS is not connected yet")
+        router = getattr(dtls, "_rtp_router", None)
+        if router is None or getattr(router, "receivers", None) != {self._receiver}:
+            raise FastPathUnavailable("the DTLS transport carries more than this one audio receiver")
+        conn = _ice_connection(dtls)
+        self._srtp = srtp
+        self._codecs: dict[int, Any] = getattr(self._receiver, _R + "codecs")
+        self._streams: dict[int, StreamStatistics] = getattr(self._receiver, _R + "remote_streams")
+        self._conn, self._original = conn, conn.data_received
+        conn.data_received = self._data_received
+
+    def uninstall(self) -> None:
+        if self._conn is not None:
+            self._conn.data_received = self._original
+            self._conn = None
+
+    def _data_received(self, data: bytes, component: int) -> None:
+        if len(data) < 12 or not 127 < data[0] < 192 or 191 < data[1] < 224:
+            self._original(data, component)  # DTLS, SCTP inside DTLS, SRTCP: aiortc's own path
+            return
+        try:
+            plain = self._srtp.unprotect(data)
+        except pylibsrtp.Error:
+            self.stats.srtp_errors += 1
+            return
+        b0 = plain[0]
+        start = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(plain) >= start + 4:
+            start += 4 + 4 * ((plain[start + 2] << 8) | plain[start + 3])
+        end = len(plain) - (plain[-1] if b0 & 0x20 else 0)
+        if end < start:
+            self.stats.malformed += 1
+            return
+        seq, timestamp, ssrc = struct.unpack_from("!HII", plain, 2)
+        codec = self._codecs.get(plain[1] & 0x7F)
+        if codec is None:
+            self.stats.unknown_payload_type += 1
+            return
+        streams = self._streams.get(ssrc)
+        if streams is None:
+            streams = self._streams[ssrc] = StreamStatistics(codec.clockRate)
+        streams.add(_Seen(seq, timestamp))  # type: ignore[arg-type]
+        self.stats.rtp_in += 1
+        if codec.mimeType.lower() != "audio/opus":
+            self._audio.stats.unsupported += 1
+            return
+        self._audio.feed_rtp(seq, timestamp, plain[start:end])
+
+
+class FastSend:
+    """Outgoing audio: encoded frames from a :class:`bridge.media.track.MicTrack`, one ``sendto`` each."""
+
+    def __init__(self, sender: RTCRtpSender, track: Any, stats: FastStats) -> None:
+        if getattr(track, "encoder", None) is None:
+            raise FastPathUnavailable("the mic track has no Opus encoder")
+        self._sender = sender
+        self._track = track
+        self.stats = stats
+
+    def install(self) -> None:
+        """Replace the sender's RTP loop; call after ``addTrack`` and before the answer is applied."""
+        for name in SENDER_ATTRS:
+            if not hasattr(self._sender, name):
+                raise FastPathUnavailable(f"aiortc sender has no {name}")
+        self._sender._run_rtp = self._run  # type: ignore[method-assign]
+
+    def _template(self, codec: Any) -> bytearray:
+        """The RTP header aiortc would write (marker set, ``sdes:mid``), with sequence/timestamp zero."""
+        hdr_map = getattr(self._sender, _S + "rtp_header_extensions_map")
+        pkt = RtpPacket(payload_type=codec.payloadType, marker=1, sequence_number=0, timestamp=0, ssrc=0)
+        pkt.ssrc = self._sender._ssrc
+        pkt.extensions.mid = getattr(self._sender, _S + "mid")
+        pkt.extensions.abs_send_time = 0
+        first = pkt.serialize(hdr_map)
+        pkt.extensions.abs_send_time = 0xABCDEF
+        if pkt.serialize(hdr_map) != first:
+            raise FastPathUnavailable("abs-send-time negotiated for audio: the header is not constant")
+        return bytearray(first)
+
+    async def _run(self, codec: Any) -> None:
+        sender = self._sender
+        getattr(sender, _S + "rtp_started").set()
+        try:
+            dtls = sender.transport
+            conn = _ice_connection(dtls)
+            header = self._template(codec)
+            srtp = dtls._tx_srtp
+            sequence = random.randint(0, 0xFFFF)
+            origin = random.randint(0, 0xFFFFFFFF)
+            encode = self._track.encoder.encode
+            while True:
+                pcm, index = await self._track.next_frame()
+                if not sender._enabled:
+                    continue
+                payload = encode(pcm)
+                timestamp = (origin + index * 960) & 0xFFFFFFFF
+                struct.pack_into("!HI", header, 2, sequence, timestamp)
+                pair = conn._nominated.get(1)
+                if pair is None or dtls.state != "connected" or pair.protocol.transport is None:
+                    raise ConnectionError("not connected")
+                pair.protocol.transport.sendto(srtp.protect(bytes(header) + payload), pair.remote_addr)
+                now = time.time()
+                secs = int(now)
+                setattr(sender, _S + "ntp_timestamp", ((secs + NTP_EPOCH_OFFSET) << 32) | int((now - secs) * 2**32))
+                setattr(sender, _S + "rtp_timestamp", timestamp)
+                setattr(sender, _S + "octet_count", getattr(sender, _S + "octet_count") + len(payload))
+                setattr(sender, _S + "packet_count", getattr(sender, _S + "packet_count") + 1)
+                self.stats.rtp_out += 1
+                sequence = (sequence + 1) & 0xFFFF
+        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            pass
+        except FastPathUnavailable as exc:  # negotiated something the short path does not write
+            log.warning("short RTP send path unavailable (%s); using aiortc's", exc)
+            del sender._run_rtp  # the class's own loop, for this sender
+            await RTCRtpSender._run_rtp(sender, codec)
+            return
+        except Exception:
+            log.exception("audio send loop failed")
+        track = getattr(sender, _S + "track")
+        if track is not None:
+            track.stop()
+            setattr(sender, _S + "track", None)
+        getattr(sender, _S + "rtp_exited").set()

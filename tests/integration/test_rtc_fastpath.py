@@ -1,0 +1,134 @@
+"""The short RTP paths (bridge.rtc.fastpath) against a stock aiortc peer on 127.0.0.1.
+
+Peer A is the bridge's side: MicTrack + LibopusEncoder sent by FastSend, remote audio taken by FastReceive
+into an AudioReceiver. Peer B is plain aiortc: it decodes A's packets with its own receive path and sends
+a tone with its own sender. Both directions must carry the audio, and RTCP must stay true both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from bridge.media.paced import PacedSource
+from bridge.media.track import MicTrack
+from bridge.rtc import fastpath
+from bridge.rtc.loopback import loopback_candidates
+from bridge.rtc.opus import LibopusEncoder
+from bridge.rtc.receiver import AudioReceiver, receiver_for_track
+from bridge.rtc.testing import tone
+from bridge.rtc.tracks import FRAME_SAMPLES, PacedAudioTrack
+
+A_TONE = tone(1.0, 1000.0, level=0.5)
+B_TONE = tone(1.0, 400.0, level=0.5)
+
+
+class ToneSource(PacedSource):
+    """A 1 kHz microphone, paced by monotonic deadlines."""
+
+    def _frame(self, index: int) -> np.ndarray:
+        start = (index * FRAME_SAMPLES) % (len(A_TONE) - FRAME_SAMPLES)
+        return A_TONE[start : start + FRAME_SAMPLES].copy()
+
+
+def _dominant_hz(pcm: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+    return float(np.argmax(spectrum[1:]) + 1) * 48_000 / len(pcm)
+
+
+async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_both_directions_carry_audio_and_rtcp_through_the_short_paths() -> None:
+    fastpath.check_seam()
+    stats = fastpath.FastStats()
+    heard_by_a: list[np.ndarray] = []
+    rx = AudioReceiver(heard_by_a.append)
+    b_pos = {"i": 0}
+
+    def b_pull() -> np.ndarray:
+        i = b_pos["i"]
+        b_pos["i"] = (i + 1) % (len(B_TONE) // FRAME_SAMPLES)
+        return B_TONE[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
+
+    a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    mic = MicTrack(ToneSource(), encoder=LibopusEncoder())
+    fast_receive: fastpath.FastReceive | None = None
+    b_tracks: list = []  # type: ignore[type-arg]
+    a_receivers: list = []  # type: ignore[type-arg]
+
+    @a.on("track")
+    def _a_track(track) -> None:  # type: ignore[no-untyped-def]
+        r = receiver_for_track(a, track)
+        rx.attach(r)
+        a_receivers.append(r)
+
+    @b.on("track")
+    def _b_track(track) -> None:  # type: ignore[no-untyped-def]
+        b_tracks.append(track)
+
+    try:
+        fastpath.FastSend(a.addTrack(mic), mic, stats).install()
+        b.addTrack(PacedAudioTrack(b_pull))
+        with loopback_candidates():
+            async with asyncio.timeout(10):
+                await a.setLocalDescription(await a.createOffer())
+                await b.setRemoteDescription(a.localDescription)
+                await b.setLocalDescription(await b.createAnswer())
+                await a.setRemoteDescription(b.localDescription)
+        await _until(lambda: a_receivers and a_receivers[0].transport.state == "connected", 10, "DTLS")
+        fast_receive = fastpath.FastReceive(a_receivers[0], rx, stats)
+        fast_receive.install()
+
+        # B (stock aiortc) decodes what FastSend wrote: the 1 kHz tone, on a continuous timeline.
+        assert b_tracks
+        frames = [await asyncio.wait_for(b_tracks[0].recv(), 5) for _ in range(40)]
+        pcm = np.concatenate([f.to_ndarray().reshape(-1)[::2] for f in frames[-25:]])  # stereo s16 -> left
+        assert abs(_dominant_hz(pcm) - 1000) < 10 and np.abs(pcm).max() > 8000
+        pts = [f.pts for f in frames]
+        assert all(q - p == FRAME_SAMPLES for p, q in zip(pts, pts[1:], strict=False))
+
+        # A's AudioReceiver gets B's 400 Hz tone through FastReceive.
+        await _until(lambda: stats.rtp_in >= 25, 5, "packets on the short receive path")
+        got = np.concatenate(heard_by_a[-25:])
+        assert abs(_dominant_hz(got) - 400) < 10 and np.abs(got).max() > 8000
+        assert stats.rtp_out >= 40 and stats.srtp_errors == stats.malformed == stats.unknown_payload_type == 0
+        assert rx.stats.window.lost == 0
+
+        # RTCP stays true: B sees A's sender reports (counts kept by FastSend), and A's receiver reports,
+        # built from the statistics FastReceive keeps, tell B that nothing was lost.
+        async def b_view() -> tuple[list, list]:  # type: ignore[type-arg]
+            rs = await b.getTransceivers()[0].receiver.getStats()
+            ss = await b.getTransceivers()[0].sender.getStats()
+            return (
+                [s for s in rs.values() if s.type == "remote-outbound-rtp"],
+                [s for s in ss.values() if s.type == "remote-inbound-rtp"],
+            )
+
+        deadline = time.monotonic() + 6
+        while True:
+            outbound, inbound = await b_view()
+            if outbound and inbound:
+                break
+            assert time.monotonic() < deadline, "no RTCP reports within 6 s"
+            await asyncio.sleep(0.2)
+        assert 0 < outbound[0].packetsSent <= stats.rtp_out
+        assert inbound[0].packetsLost == 0
+        a_in = [s for s in (await a_receivers[0].getStats()).values() if s.type == "inbound-rtp"]
+        assert a_in and a_in[0].packetsReceived >= stats.rtp_in  # what A's receiver reports are built from
+    finally:
+        if fast_receive is not None:
+            fast_receive.uninstall()
+        rx.close()
+        async with asyncio.timeout(10):  # FastSend's loop ends and reports it: stop() would hang otherwise
+            await a.close()
+            await b.close()
+    assert mic.readyState == "ended"
