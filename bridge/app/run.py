@@ -44,7 +44,7 @@ from bridge.transcript import TranscriptWriter, default_path
 log = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
-WEBRTC_PLAYOUT_TARGET_MS = 5  # minimum queue depth; grows by itself on underruns (PlayoutBuffer)
+WEBRTC_PLAYOUT_TARGET_MS = 5  # least audio left queued after a device pull; grows on underruns (PlayoutBuffer)
 
 
 def check_source(dev: str | None) -> None:

@@ -12,8 +12,8 @@ Why each piece exists (issues #3 and #4):
 - ``flush(fade_ms)`` empties the queue at once: the next pull plays at most ``fade_ms`` of faded audio and
   then silence, so a barge-in is silent within one device block, with no click.
 - Items that were flushed (or dropped) are gated: late chunks of the interrupted response are discarded.
-- Low-latency mode (``target_ms``, for the WebRTC downlink) keeps the queue near one frame: if the
-  minimum depth over a window stays above the target, a few samples per block are skipped by a crude
+- Low-latency mode (``target_ms``, for the WebRTC downlink) keeps the queue near one frame: if the least
+  it holds after a pull, over a window, stays above the target, a few samples per block are skipped by a crude
   time-stretch (<= 2 % speed-up, no clicks), and a large excess is dropped at once. Underruns become
   silence and never add delay later (nothing is ever re-buffered to "catch up").
 """
@@ -153,6 +153,7 @@ class PlayoutBuffer:
         self._fade_end_out = 0
         self._pending_stop: FlushResult | None = None
         self._active = False
+        self._start_at = -math.inf  # low-latency mode: a stream starting from empty plays from here on
         self._last_key: Key | None = None
         self._window_min = math.inf
         self._window_len = 0
@@ -179,6 +180,11 @@ class PlayoutBuffer:
                 if n == 0:
                     return 0
             self._stats_for(key).pushed += n
+            if self.target is not None and not self._queued and not self._active:
+                # Starting from empty: hold the first samples for the target, so the margin after every
+                # pull covers the next frame's lateness from the very first frame on (a start in the
+                # wrong phase would otherwise run dry 20 ms later and raise the target for the session).
+                self._start_at = self._clock() + self.target / RATE
             self._queue.append((key, chunk.copy()))
             self._queued += n
             self.counters.pushed += n
@@ -269,10 +275,13 @@ class PlayoutBuffer:
             self.counters.pulled += n
             if self.target is not None:
                 self._relax_target(now)
-            extra = self._drift_extra(n) if self.target is not None else 0
+            holding = not self._active and now < self._start_at and self._queued and not self._fade_remaining
+            extra = self._drift_extra(n) if self.target is not None and not holding else 0
             want = n + extra
             avail = min(want, self._queued)
-            if avail == 0:
+            if holding:
+                self.counters.silent_pulls += 1  # still holding the start of a stream: not an underrun
+            elif avail == 0:
                 self.counters.silent_pulls += 1
                 if self._active:
                     self._note_dry()
@@ -391,7 +400,8 @@ class PlayoutBuffer:
         events.append(PlayoutEvent("stopped", None, pend.stopped_at))
 
     def _drift_extra(self, n: int) -> int:
-        """Samples to skip in this pull so the queue depth returns to ``target`` (low-latency mode)."""
+        """Samples to skip in this pull so that the least the queue holds after a pull returns to ``target``
+        (low-latency mode)."""
         assert self.target is not None
         depth = self._queued
         if self._fade_remaining or depth == 0:
@@ -404,7 +414,10 @@ class PlayoutBuffer:
                 self._window_reset()
                 self._to_shave = 0
             return 0
-        self._window_min = min(self._window_min, depth)
+        # The margin is what is left AFTER this pull: the cover for the next frame's lateness. (Measuring
+        # the depth before the pull let the drift control shave the queue below one block, so every
+        # frame that landed just after a pull was an underrun: a 10 ms gap and a raised target.)
+        self._window_min = min(self._window_min, depth - n)
         self._window_len += n
         if self._window_len >= self._drift_window:
             excess = int(self._window_min) - self.target

@@ -22,7 +22,8 @@ bridge's CPU in a call (docs/benchmarks.md, "CPU").
 
 Both touch private names of aiortc 1.16 / aioice 0.13; :func:`check_seam` verifies each one against the
 installed versions, and when it fails the stock paths stay in place (one warning), so an upgrade degrades
-CPU, never the call. tests/unit/test_rtc_fastpath.py runs the check and a call through both paths.
+CPU, never the call. tests/unit/test_rtc_fastpath.py runs the check and the parser;
+tests/integration/test_rtc_fastpath_peers.py a call through both paths against a stock aiortc peer.
 """
 
 from __future__ import annotations

@@ -147,11 +147,23 @@ def test_overflow_default_depends_on_mode() -> None:
     assert PlayoutBuffer(target_ms=20).overflow == "drop_oldest"
 
 
+class Clock:
+    """A fake monotonic clock the low-latency tests advance by hand."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def _run_producer(buf: PlayoutBuffer, ratio: float, pulls: int, gap: range | None = None) -> list[int]:
-    """Producer pushes 20 ms frames at ``ratio`` x the consumer's 10 ms pull rate; returns depth per pull."""
+    """Producer pushes 20 ms frames at ``ratio`` x the consumer's 10 ms pull rate; returns depth per pull.
+    A buffer built with a :class:`Clock` sees 10 ms pass per pull."""
     owed = 0.0
     frame = np.full(960, 100, np.int16)
     depths = []
+    clock = buf._clock if isinstance(buf._clock, Clock) else None
     for i in range(pulls):
         owed += BLOCK * ratio
         while owed >= 960:
@@ -159,12 +171,14 @@ def _run_producer(buf: PlayoutBuffer, ratio: float, pulls: int, gap: range | Non
             if gap is None or i not in gap:
                 buf.push(frame, "a")
         buf.pull(BLOCK)
+        if clock is not None:
+            clock.t += BLOCK / 48_000
         depths.append(buf.queued_samples)
     return depths
 
 
 def test_drift_control_keeps_depth_near_target() -> None:
-    buf = PlayoutBuffer(target_ms=20)
+    buf = PlayoutBuffer(target_ms=20, clock=Clock())
     depths = _run_producer(buf, 1.01, 6000)  # 60 s with the producer 1 % fast
     assert max(depths[1000:]) <= (20 + 20 + 10) * 48
     assert buf.counters.drift_dropped > 0
@@ -173,17 +187,43 @@ def test_drift_control_keeps_depth_near_target() -> None:
     assert grown[-1] > 500 * 48  # without drift control latency grows without bound
 
 
-def test_underrun_is_silence_and_adds_no_delay() -> None:
-    buf = PlayoutBuffer(target_ms=20)
+def test_frames_landing_just_after_a_pull_never_underrun() -> None:
+    """The target is the margin left after a pull: 20 ms frames that arrive 1 ms after every other 10 ms
+    pull (with +-1 ms jitter) play without a gap, and the queue stays within one frame of the target."""
+    now = [0.0]
+    buf = PlayoutBuffer(target_ms=5, clock=lambda: now[0])
+    rng = np.random.default_rng(3)
+    frame = np.full(960, 100, np.int16)
+    events: list[tuple[float, int]] = [(k * 0.010, 0) for k in range(6000)]  # pulls, 60 s
+    events += [(0.001 + k * 0.020 + rng.uniform(-0.001, 0.001), 1) for k in range(3000)]  # frames
+    depths = []
+    for t, kind in sorted(events):
+        now[0] = t
+        if kind:
+            buf.push(frame, "a")
+        else:
+            buf.pull(BLOCK)
+            depths.append(buf.queued_samples)
+    assert buf.counters.underruns == 0 and buf.counters.silent_pulls <= 1  # the very first pull
+    assert buf.target_ms == 5
+    assert max(depths[500:]) <= (5 + 20 + 2) * 48
+
+
+def test_underrun_is_silence_and_adds_only_the_adaptive_step() -> None:
+    """The stalled stretch is not replayed late: after the stall the queue holds what it held before plus
+    the one adaptive step the underrun raised the target by (relaxed again after quiet seconds)."""
+    buf = PlayoutBuffer(target_ms=20, adapt_step_ms=10, clock=Clock())
     before = _run_producer(buf, 1.0, 200)
     after = _run_producer(buf, 1.0, 400, gap=range(100, 110))  # producer stalls 100 ms
-    assert buf.counters.underruns >= 1
-    assert max(after[150:]) <= max(before[50:])
+    assert buf.counters.underruns == 1 and buf.target_ms == 30
+    assert max(after[300:]) <= max(before[50:]) + 10 * 48  # once drift control has settled
 
 
 def test_hard_excess_dropped_at_once() -> None:
-    buf = PlayoutBuffer(target_ms=20, hard_excess_ms=200)
+    clock = Clock()
+    buf = PlayoutBuffer(target_ms=20, hard_excess_ms=200, clock=clock)
     buf.push(np.full(48_000, 5, np.int16), "a")  # a 1 s burst after a stall
+    clock.t += 0.020  # past the start hold
     buf.pull(BLOCK)
     assert buf.queued_ms <= 20 + 1
 
@@ -252,8 +292,8 @@ def test_low_latency_target_adapts_to_late_frames_and_relaxes_back() -> None:
     for _ in range(10):
         tick(1)
     assert buf.target_ms == 20 and buf.counters.underruns == 0
-    tick(0)
-    tick(0)  # the stream stalls for 40 ms: the queue runs dry mid-reply
+    for _ in range(4):
+        tick(0)  # the stream stalls for 80 ms: more than the start hold and the target cover, it runs dry
     assert buf.counters.underruns >= 1
     raised = buf.target_ms
     assert raised is not None and 20 < raised <= 40
