@@ -40,6 +40,7 @@ Overflow = Literal["drop_oldest", "drop_newest"]
 EventKind = Literal["first_sample", "drained", "stopped"]
 
 _MAX_TRACKED = 256  # items remembered for played_ms / the discard gate (oldest forgotten first)
+_RAISE_GAP_S = 1.0  # low-latency mode: at most one target raise per second
 
 
 @dataclass
@@ -132,7 +133,8 @@ class PlayoutBuffer:
         self._adapt_step = int(adapt_step_ms * SAMPLES_PER_MS)
         self._adapt_max = int(adapt_max_ms * SAMPLES_PER_MS)
         self._adapt_relax = adapt_relax_s
-        self._last_raise = -math.inf
+        self._last_raise = -math.inf  # last raise or relax step (relaxing waits adapt_relax after it)
+        self._last_bump = -math.inf  # last raise
         self._clock = clock
         self._drift_window = int(drift_window_ms * SAMPLES_PER_MS)
         self._drift_tolerance = int(drift_tolerance_ms * SAMPLES_PER_MS)
@@ -373,9 +375,12 @@ class PlayoutBuffer:
         last = self._stats.get(self._last_key) if self._last_key else None
         if last is None or not last.ended:
             self.counters.underruns += 1
-            if self.target is not None:
+            now = self._clock()
+            # One stall (e.g. the busy first second of a call) often runs the queue dry several times in a
+            # row: it raises the target once, not once per dry pull.
+            if self.target is not None and now - self._last_bump >= _RAISE_GAP_S:
                 self.target = min(self._adapt_max, self.target + self._adapt_step)
-                self._last_raise = self._clock()
+                self._last_raise = self._last_bump = now
 
     def _relax_target(self, now: float) -> None:
         """One step back toward the configured target after a quiet ``adapt_relax`` seconds."""

@@ -7,13 +7,13 @@ switch), then ``RtpPacket.parse``, the router, ``datetime``-based clocks and ``R
 ``datetime`` clock reads, and three coroutines down to ``sendto``. On this machine that was most of the
 bridge's CPU in a call (docs/benchmarks.md, "CPU").
 
-- :class:`FastReceive` replaces the instance attribute ``Connection.data_received(data, component)`` of
-  aioice's connection (what its ``StunProtocol`` calls for every non-STUN datagram). SRTP (first byte
-  128-191, RFC 7983) that is not RTCP (second byte 192-223, RFC 5761) is unprotected with the DTLS
-  transport's receive session, parsed, counted in aiortc's own ``StreamStatistics`` (so receiver reports
-  to the server stay true: loss, jitter, highest sequence) and handed to
-  :meth:`bridge.rtc.receiver.AudioReceiver.feed_rtp`. Everything else (DTLS, the data channel's SCTP,
-  SRTCP) goes to the original method, unchanged.
+- :class:`FastReceive` replaces the instance attribute ``datagram_received(data, addr)`` of the
+  ``StunProtocol`` of aioice's nominated candidate pair (the socket every packet of the call arrives on).
+  SRTP (first byte 128-191, RFC 7983: never STUN, so no parse attempt) that is not RTCP (second byte
+  192-223, RFC 5761) is unprotected with the DTLS transport's receive session, parsed, counted in aiortc's
+  own ``StreamStatistics`` (so receiver reports to the server stay true: loss, jitter, highest sequence)
+  and handed to :meth:`bridge.rtc.receiver.AudioReceiver.feed_rtp`. Everything else (STUN consent checks,
+  DTLS, the data channel's SCTP, SRTCP) goes to the original method, unchanged.
 - :class:`FastSend` sets the instance attribute ``RTCRtpSender._run_rtp`` before ``send()`` starts it.
   Per frame: one Opus encode (:class:`bridge.rtc.opus.LibopusEncoder`), one precomputed RTP header (the
   same fields and ``sdes:mid`` extension aiortc writes) patched with sequence number and timestamp, SRTP
@@ -82,8 +82,8 @@ def check_seam() -> None:
         raise FastPathUnavailable(f"cannot inspect aiortc: {exc}") from exc
     if "self._run_rtp(" not in send_src:
         raise FastPathUnavailable("RTCRtpSender.send no longer starts self._run_rtp")
-    if "self.receiver.data_received(data" not in ice_src:
-        raise FastPathUnavailable("aioice's StunProtocol no longer hands data to Connection.data_received")
+    if "def datagram_received(self, data" not in ice_src or "stun.parse_message(data)" not in ice_src:
+        raise FastPathUnavailable("aioice's StunProtocol.datagram_received is not what the short path replaces")
     for name in (*SENDER_ATTRS, *RECEIVER_ATTRS):
         if f"self.__{name.split('__', 1)[1]}" not in class_src:
             raise FastPathUnavailable(f"aiortc no longer has {name}")
@@ -124,7 +124,7 @@ class FastReceive:
         self._receiver = receiver
         self._audio = audio
         self.stats = stats
-        self._conn: Any = None
+        self._protocol: Any = None
         self._original: Any = None
 
     def install(self) -> None:
@@ -136,21 +136,23 @@ class FastReceive:
         router = getattr(dtls, "_rtp_router", None)
         if router is None or getattr(router, "receivers", None) != {self._receiver}:
             raise FastPathUnavailable("the DTLS transport carries more than this one audio receiver")
-        conn = _ice_connection(dtls)
+        pair = _ice_connection(dtls)._nominated.get(1)
+        if pair is None or not hasattr(pair.protocol, "datagram_received"):
+            raise FastPathUnavailable("no nominated ICE pair")
         self._srtp = srtp
         self._codecs: dict[int, Any] = getattr(self._receiver, _R + "codecs")
         self._streams: dict[int, StreamStatistics] = getattr(self._receiver, _R + "remote_streams")
-        self._conn, self._original = conn, conn.data_received
-        conn.data_received = self._data_received
+        self._protocol, self._original = pair.protocol, pair.protocol.datagram_received
+        pair.protocol.datagram_received = self._datagram_received
 
     def uninstall(self) -> None:
-        if self._conn is not None:
-            self._conn.data_received = self._original
-            self._conn = None
+        if self._protocol is not None:
+            self._protocol.datagram_received = self._original
+            self._protocol = None
 
-    def _data_received(self, data: bytes, component: int) -> None:
+    def _datagram_received(self, data: bytes, addr: Any) -> None:
         if len(data) < 12 or not 127 < data[0] < 192 or 191 < data[1] < 224:
-            self._original(data, component)  # DTLS, SCTP inside DTLS, SRTCP: aiortc's own path
+            self._original(data, addr)  # STUN, DTLS, SCTP inside DTLS, SRTCP: aioice's and aiortc's own path
             return
         try:
             plain = self._srtp.unprotect(data)

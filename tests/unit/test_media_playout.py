@@ -306,3 +306,24 @@ def test_low_latency_target_adapts_to_late_frames_and_relaxes_back() -> None:
     for _ in range(2000):
         tick(1)
     assert buf.target_ms == 20
+
+
+def test_one_stall_raises_the_target_once() -> None:
+    """Dry pulls in quick succession (one busy stretch) raise the target one step; a later one raises again."""
+    clock = Clock()
+    buf = PlayoutBuffer(target_ms=5, adapt_step_ms=10, clock=clock)
+    frame = np.full(960, 100, np.int16)
+
+    def stall_at(t: float) -> None:
+        clock.t = t
+        buf.push(frame, "a")
+        for _ in range(8):  # play it, then run dry twice within 40 ms
+            clock.t += 0.010
+            buf.pull(BLOCK)
+            if _ == 3:
+                buf.push(frame, "a")
+
+    stall_at(0.0)
+    assert buf.counters.underruns == 2 and buf.target_ms == 15
+    stall_at(2.0)
+    assert buf.target_ms == 25
