@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -25,7 +24,7 @@ import aiohttp
 import numpy as np
 
 from bridge.agents import AgentController, load_agents
-from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, read_text_arg
+from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, env, read_text_arg
 from bridge.errors import AudioError, ConnectError
 from bridge.link import http as rest
 from bridge.link.base import RealtimeLink
@@ -125,7 +124,7 @@ async def _link(
         on_audio,
         calls_url=ek.calls_url,
         hangup_key=creds.api_key or ek.value,
-        fast_rtp=os.environ.get("BRIDGE_FAST_RTP", "1").strip() != "0",
+        fast_rtp=env("BRIDGE_FAST_RTP", "1") != "0",
     )
 
 
