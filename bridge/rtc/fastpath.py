@@ -44,6 +44,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket
 
+from bridge.rtc.opus import FRAME_SAMPLES
 from bridge.rtc.receiver import AudioReceiver
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class FastSend:
                 if not sender._enabled:
                     continue
                 payload = encode(pcm)
-                timestamp = (origin + index * 960) & 0xFFFFFFFF
+                timestamp = (origin + index * FRAME_SAMPLES) & 0xFFFFFFFF
                 struct.pack_into("!HI", header, 2, sequence, timestamp)
                 pair = conn._nominated.get(1)
                 if pair is None or dtls.state != "connected" or pair.protocol.transport is None:

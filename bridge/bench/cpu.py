@@ -1,0 +1,110 @@
+"""Steady-state CPU of ``bridge run`` in a call, configurations interleaved and repeated (issue #3).
+
+Each run starts ``bridge run`` against ``bridge emulate --behaviour echo`` on 127.0.0.1 (the echo sends
+the microphone straight back, so audio flows both ways all the time), waits for the call to settle,
+reads ``/proc/<pid>/stat`` over ``--seconds``, and stops it. The microphone is a ``.wav`` of 1 kHz bursts
+(100 ms every 500 ms) unless ``--input`` says otherwise. Configurations run in turn, ``--repeats`` times,
+so machine noise spreads over all of them; the median is reported.
+
+    python -m bridge.bench.cpu --seconds 20 --repeats 3
+    python -m bridge.bench.cpu --input default --output default   # PulseAudio devices (scripts/pulse-up.sh)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bridge.bench.pulse_m2e import _cpu_and_rss, _free_port, _stop, _wait_for, _wait_port
+from bridge.bench.signals import burst, write_wav
+
+CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "webrtc": ("WebRTC", ["--transport", "webrtc"], {}),
+    "webrtc-aiortc-rtp": (
+        "WebRTC on aiortc's own RTP loops (BRIDGE_FAST_RTP=0)",
+        ["--transport", "webrtc"],
+        {"BRIDGE_FAST_RTP": "0"},
+    ),
+    "ws": ("WebSocket", ["--transport", "ws"], {}),
+}
+SETTLE_S = 4.0
+
+
+def _mic(path: Path, seconds: float) -> Path:
+    one = np.zeros(24_000, dtype=np.int16)
+    one[:4800] = burst(0.1, 1000.0, level=0.3)
+    return write_wav(path, np.tile(one, int(seconds * 2) + 1))
+
+
+def one_run(
+    base: str, env: dict[str, str], args: list[str], extra_env: dict[str, str], seconds: float, tmp: Path
+) -> float:
+    transcript = tmp / f"t-{time.monotonic_ns()}.jsonl"
+    cmd = [sys.executable, "-m", "bridge", "run", "--api-base", base, "--transcript", str(transcript)]
+    cmd += ["--bargein", "naive", *args]  # echo answers the user's own audio: no barge-in handling
+    proc = subprocess.Popen(cmd, env={**env, **extra_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(transcript, '"kind": "session"', 20)
+        time.sleep(SETTLE_S)
+        cpu0, t0 = _cpu_and_rss(proc.pid)[0], time.monotonic()
+        time.sleep(seconds)
+        cpu1 = _cpu_and_rss(proc.pid)[0]
+        return (cpu1 - cpu0) / (time.monotonic() - t0) * 100
+    finally:
+        _stop(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--input", default=None, help="DEV for --input (default: a .wav of tone bursts)")
+    parser.add_argument("--output", default="null", help="DEV for --output (default null)")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of: " + ", ".join(CONFIGS))
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s): {', '.join(unknown)}")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
+    env["OPENAI_API_KEY"] = "sk-bench-cpu"
+    base = f"http://127.0.0.1:{port}/v1"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "emulate", "--behaviour", "echo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        _wait_port(port, 10)
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            mic = args.input or str(_mic(tmp / "mic.wav", args.seconds + SETTLE_S + 10))
+            devices = ["--input", mic, "--output", args.output, "--duration", str(args.seconds + SETTLE_S + 8)]
+            for _ in range(args.repeats):
+                for name in names:
+                    _label, flags, extra = CONFIGS[name]
+                    results[name].append(one_run(base, env, [*flags, *devices], extra, args.seconds, tmp))
+    finally:
+        _stop(emulator)
+    print(f"input {args.input or 'tone bursts (.wav)'}, output {args.output}, {args.seconds:.0f} s x {args.repeats}")
+    print("| configuration | bridge CPU % (median) | runs |")
+    print("|---|---:|---|")
+    for name, values in results.items():
+        runs = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {CONFIGS[name][0]} | {statistics.median(values):.1f} | {runs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
