@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from bridge.link.base import RealtimeLink
+from bridge.media.paced import until_grid
 from bridge.media.playout import FlushResult, ItemStats
 from bridge.protocol import events as ev
 from bridge.protocol import pcm
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 FADE_MS = 5
 BargeInMode = Literal["exact", "naive"]  # naive: keep playing (what a plain client does); for comparisons
 UNKNOWN_ITEM = "?"  # WebRTC audio that arrives before its item is announced
-TICK_S = 0.05  # housekeeping period; latencies come from recorded timestamps, not from this tick
+TICK_S = 0.1  # housekeeping period, on the paced clocks' grid; latencies come from recorded timestamps
 TRUNCATED_WAIT_S = 1.0  # extra time for the server's conversation.item.truncated (WebRTC)
 KNOWN_SHAPES = ev.TYPED  # event types parse() turns into typed events when well formed
 STOP_WAIT_S = 0.5  # how long to wait for the sink to report playback stopped after a flush
@@ -500,7 +501,7 @@ class Runtime:
             self.poll_first_audio()
             self._release_played()
             self._flush_transcript()
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(until_grid(TICK_S))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a short helper task inside the runtime's TaskGroup (never fire-and-forget)."""

@@ -141,10 +141,10 @@ async def test_wav_sink_file_valid_while_running(tmp_path: Path) -> None:
 async def test_null_endpoints_keep_time() -> None:
     src = NullSource()
     await src.start()
-    t0 = time.monotonic()
+    assert src.start_mono is not None
     for _ in range(5):
         assert not (await src.read()).any()
-    assert time.monotonic() - t0 == pytest.approx(0.1, abs=0.02)
+    assert time.monotonic() - src.start_mono == pytest.approx(0.1, abs=0.02)
     buf = PlayoutBuffer()
     buf.push(np.ones(4800, np.int16), "a")
     sink = NullSink()
@@ -156,6 +156,26 @@ async def test_null_endpoints_keep_time() -> None:
     await sink.aclose()
     assert buf.handed_ms("a") == pytest.approx(100.0)
     assert sink.start_mono is not None and time.monotonic() - sink.start_mono >= 0.09
+
+
+async def test_paced_clocks_share_one_grid(tmp_path: Path) -> None:
+    """A source and a sink started at unrelated moments tick on the same 20 ms grid (one loop wake-up for
+    both), each starting within 20 ms of its start() call, with Unix and monotonic start the same instant."""
+    sink = NullSink()
+    before = time.monotonic()
+    await sink.start(PlayoutBuffer().pull)
+    await asyncio.sleep(0.013)
+    src = NullSource()
+    called = time.monotonic()
+    await src.start()
+    await sink.aclose()
+    assert sink.start_mono is not None and src.start_mono is not None
+    assert before <= sink.start_mono < before + 0.021 and called <= src.start_mono < called + 0.021
+    frames_apart = (src.start_mono - sink.start_mono) / 0.02
+    assert frames_apart == pytest.approx(round(frames_apart), abs=1e-6)
+    for dev in (src, sink):
+        assert dev.start_unix is not None
+        assert dev.start_unix - dev.start_mono == pytest.approx(time.time() - time.monotonic(), abs=0.002)
 
 
 def test_factories_pick_the_endpoint() -> None:
