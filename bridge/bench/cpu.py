@@ -8,6 +8,11 @@ so machine noise spreads over all of them; the median is reported.
 
     python -m bridge.bench.cpu --seconds 20 --repeats 3
     python -m bridge.bench.cpu --input default --output default   # PulseAudio devices (scripts/pulse-up.sh)
+
+On sound devices, add ``floor`` to ``--configs``: PortAudio's streams alone at the bridge's block sizes
+with empty callbacks, in the same rotation, so that each configuration's own share (its CPU minus the
+floor of the same round) is read at the same machine state. This VM's CPU costs drift by a quarter over
+a day; the paired difference does not.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import numpy as np
 
 from bridge.bench.pulse_m2e import _cpu_and_rss, _free_port, _stop, _wait_for, _wait_port
 from bridge.bench.signals import burst, write_wav
+from bridge.bench.wakeups import FLOOR_SCRIPT
+from bridge.media.base import DEVICE_BLOCK_MS, DEVICE_INPUT_BLOCK_MS
 
 CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "webrtc": ("WebRTC", ["--transport", "webrtc"], {}),
@@ -34,6 +41,7 @@ CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
         {"BRIDGE_FAST_RTP": "0"},
     ),
     "ws": ("WebSocket", ["--transport", "ws"], {}),
+    "floor": ("PortAudio + PulseAudio alone (bridge's blocks, empty callbacks)", [], {}),
 }
 SETTLE_S = 4.0
 
@@ -60,6 +68,15 @@ def one_run(
         return (cpu1 - cpu0) / (time.monotonic() - t0) * 100
     finally:
         _stop(proc)
+
+
+def floor_run(env: dict[str, str], seconds: float) -> float:
+    """CPU % of the bridge's device streams with callbacks that do nothing (the default devices)."""
+    cmd = [sys.executable, "-c", FLOOR_SCRIPT, str(DEVICE_BLOCK_MS), str(DEVICE_INPUT_BLOCK_MS), str(seconds)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"PortAudio streams did not open: {done.stderr.strip().splitlines()[-1:]}")
+    return float(done.stdout.split()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 for name in names:
                     _label, flags, extra = CONFIGS[name]
-                    results[name].append(one_run(base, env, [*flags, *devices], extra, args.seconds, tmp))
+                    if name == "floor":
+                        results[name].append(floor_run(env, args.seconds))
+                    else:
+                        results[name].append(one_run(base, env, [*flags, *devices], extra, args.seconds, tmp))
     finally:
         _stop(emulator)
     print(f"input {args.input or 'tone bursts (.wav)'}, output {args.output}, {args.seconds:.0f} s x {args.repeats}")
@@ -103,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in results.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
         print(f"| {CONFIGS[name][0]} | {statistics.median(values):.1f} | {runs} |")
+    if "floor" in results:
+        print()
+        print("| configuration | own share: CPU % minus the floor of the same round (median) | per round |")
+        print("|---|---:|---|")
+        for name, values in results.items():
+            if name != "floor":
+                own = [v - f for v, f in zip(values, results["floor"], strict=True)]
+                runs = ", ".join(f"{v:.1f}" for v in own)
+                print(f"| {CONFIGS[name][0]} | {statistics.median(own):.1f} | {runs} |")
     return 0
 
 

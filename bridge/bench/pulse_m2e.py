@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bridge.bench.wakeups import FLOOR_SCRIPT
+from bridge.media.base import DEVICE_BLOCK_MS, DEVICE_INPUT_BLOCK_MS
+
 RATE = 48_000
 BLOCK = 240  # 5 ms harness blocks
 BURST_S = 0.06
@@ -231,48 +234,30 @@ def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]
     }
 
 
-_FLOOR = """
-import sys, time
-import sounddevice as sd
-from bridge.media.base import DEVICE_BLOCK_SAMPLES
-from bridge.media.devices import DeviceSource
-silence = bytes(2 * DEVICE_BLOCK_SAMPLES)
-def out_cb(outdata, frames, t, status):
-    outdata[:] = silence
-def in_cb(indata, frames, t, status):
-    pass
-block_in = 48_000 * DeviceSource().block_ms // 1000
-kw = dict(samplerate=48_000, channels=1, dtype="int16", latency="low")
-with sd.RawOutputStream(blocksize=DEVICE_BLOCK_SAMPLES, callback=out_cb, **kw), \
-        sd.RawInputStream(blocksize=block_in, callback=in_cb, **kw):
-    print("open", flush=True)
-    time.sleep(float(sys.argv[1]))
-"""
-
-
 def stream_floor(bursts: int) -> dict[str, object]:
     """CPU of PortAudio/PulseAudio alone: the bridge's device streams (same block sizes, latency hint and
     raw callbacks) with callbacks that do nothing, measured while the harness plays ``bursts`` bursts, the
     way the bridge is measured. The bridge cannot use less than this on these devices."""
-    seconds = PERIOD_S * (bursts + 1) + 3
+    seconds = PERIOD_S * (bursts + 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
-    proc = subprocess.Popen([sys.executable, "-c", _FLOOR, str(seconds)], env=env, stdout=subprocess.PIPE)
+    blocks = [str(DEVICE_BLOCK_MS), str(DEVICE_INPUT_BLOCK_MS), str(seconds)]
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_SCRIPT, *blocks], env=env, stdout=subprocess.PIPE)
     try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != b"open":
-            raise RuntimeError("the PortAudio floor process could not open the devices")
-        time.sleep(0.5)
-        cpu0, t0 = _cpu_and_rss(proc.pid)[0], time.monotonic()
+        time.sleep(1)  # the script settles for a second, then measures while the harness plays
         run_harness(bursts, "spk.monitor")
-        cpu1, hwm = _cpu_and_rss(proc.pid)
+        out, _ = proc.communicate(timeout=seconds + 30)
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0 or not out.split():
+        raise RuntimeError("the PortAudio floor process could not open the devices")
+    cpu, _out_lat, _in_lat, rss_kib = (float(x) for x in out.split())
     return {
         "transport": "PortAudio streams alone (bridge's blocks, empty callbacks)",
         **dict.fromkeys(("n", "missed", "p50", "p95", "max"), "-"),
-        "bridge_cpu_pct": round((cpu1 - cpu0) / (time.monotonic() - t0) * 100, 1),
-        "bridge_peak_rss_mib": round(hwm / 1024, 1),
+        "bridge_cpu_pct": round(cpu, 1),
+        "bridge_peak_rss_mib": round(rss_kib / 1024, 1),
     }
 
 

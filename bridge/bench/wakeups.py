@@ -79,17 +79,24 @@ def measure(rate: float, seconds: float) -> list[tuple[str, float]]:
     return rows
 
 
-_FLOOR = """
-import sys, time, sounddevice as sd
+FLOOR_SCRIPT = """  # argv: output block ms, input block ms, seconds
+import resource, sys, time, sounddevice as sd
 out_ms, in_ms, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-def ocb(buf, frames, t, status): buf[:] = bytes(len(buf))
+silence = bytes(2 * 48 * out_ms)
+def ocb(buf, frames, t, status): buf[:] = silence
 def icb(buf, frames, t, status): pass
-o = sd.RawOutputStream(samplerate=48000, channels=1, dtype="int16", blocksize=48 * out_ms, latency="low", callback=ocb)
-i = sd.RawInputStream(samplerate=48000, channels=1, dtype="int16", blocksize=48 * in_ms, latency="low", callback=icb)
-o.start(); i.start(); time.sleep(1)
-c0, w0 = time.process_time(), time.monotonic(); time.sleep(seconds)
-print(100 * (time.process_time() - c0) / (time.monotonic() - w0), 1000 * o.latency, 1000 * i.latency)
+kw = dict(samplerate=48000, channels=1, dtype="int16", latency="low")
+with sd.RawOutputStream(blocksize=48 * out_ms, callback=ocb, **kw) as o, \\
+        sd.RawInputStream(blocksize=48 * in_ms, callback=icb, **kw) as i:
+    time.sleep(1)
+    c0, w0 = time.process_time(), time.monotonic()
+    time.sleep(seconds)
+    cpu = 100 * (time.process_time() - c0) / (time.monotonic() - w0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(cpu, 1000 * o.latency, 1000 * i.latency, rss)
 """
+"""PortAudio's streams with callbacks that do nothing (raw, like the bridge's); prints CPU % over ``seconds``
+after a settling second, output and input latency (ms) and peak RSS (KiB)."""
 
 
 def device_floor(seconds: float, env: dict[str, str] | None = None) -> list[tuple[int, int, float, float, float]]:
@@ -97,11 +104,11 @@ def device_floor(seconds: float, env: dict[str, str] | None = None) -> list[tupl
     each in a fresh process (the default devices of ``env``)."""
     rows = []
     for out_ms, in_ms in DEVICE_BLOCKS_MS:
-        cmd = [sys.executable, "-c", _FLOOR, str(out_ms), str(in_ms), str(seconds)]
+        cmd = [sys.executable, "-c", FLOOR_SCRIPT, str(out_ms), str(in_ms), str(seconds)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"PortAudio streams did not open: {done.stderr.strip().splitlines()[-1:]}")
-        cpu, out_lat, in_lat = (float(x) for x in done.stdout.split())
+        cpu, out_lat, in_lat, _rss = (float(x) for x in done.stdout.split())
         rows.append((out_ms, in_ms, cpu, out_lat, in_lat))
     return rows
 

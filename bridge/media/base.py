@@ -24,6 +24,7 @@ DEVICE_BLOCK_MS = 5
 """Sound-card blocks are smaller still: PortAudio then reports 10 ms output latency instead of 20, which took
 mouth-to-ear through the PulseAudio virtual devices from ~96 to ~84 ms (docs/benchmarks.md)."""
 DEVICE_BLOCK_SAMPLES = RATE * DEVICE_BLOCK_MS // 1000  # 240
+DEVICE_INPUT_BLOCK_MS = 10  # microphone blocks: PortAudio buffers two, so 20 ms blocks would add 20 ms
 SAMPLES_PER_MS = RATE // 1000  # 48
 
 Pull = Callable[[int], np.ndarray]

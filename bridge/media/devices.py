@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bridge.errors import AudioError
-from bridge.media.base import DEVICE_BLOCK_SAMPLES, FRAME_MS, FRAME_SAMPLES, RATE, Pull
+from bridge.media.base import DEVICE_BLOCK_SAMPLES, DEVICE_INPUT_BLOCK_MS, FRAME_MS, FRAME_SAMPLES, RATE, Pull
 from bridge.media.resample import LinearResampler, to_mono
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,12 @@ class DeviceSource:
     """A microphone through ``sd.InputStream``: 20 ms frames, drop-oldest queue of ``queue_frames``."""
 
     def __init__(
-        self, device: str | int | None = None, *, queue_frames: int = 10, latency: str = "low", block_ms: int = 10
+        self,
+        device: str | int | None = None,
+        *,
+        queue_frames: int = 10,
+        latency: str = "low",
+        block_ms: int = DEVICE_INPUT_BLOCK_MS,
     ) -> None:
         self.device = device
         self.block_ms = block_ms

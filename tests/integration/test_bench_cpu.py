@@ -8,6 +8,11 @@ import pytest
 
 from bridge.bench import cpu
 
+try:
+    from tests.pulse import Pulse, pulse  # noqa: F401
+except ModuleNotFoundError:  # plain `pytest` puts tests/ (the conftest's dir), not the repo, on sys.path
+    from pulse import Pulse, pulse  # type: ignore[no-redef]  # noqa: F401
+
 
 def test_cpu_bench_measures_each_configuration(capsys: pytest.CaptureFixture[str]) -> None:
     assert cpu.main(["--seconds", "2", "--repeats", "1", "--configs", "webrtc,webrtc-aiortc-rtp"]) == 0
@@ -16,3 +21,22 @@ def test_cpu_bench_measures_each_configuration(capsys: pytest.CaptureFixture[str
         row = next(line for line in out.splitlines() if line.startswith(f"| {label} |"))
         value = float(re.split(r"\s*\|\s*", row)[2])
         assert 0.5 < value < 100  # a process in a call uses some CPU, and less than a core
+
+
+@pytest.mark.pulseaudio
+@pytest.mark.timeout(180)
+def test_cpu_bench_on_devices_pairs_each_run_with_the_sound_stacks_floor(
+    pulse: Pulse,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--seconds", "2", "--repeats", "2", "--input", "default", "--output", "default", "--configs", "ws,floor"]
+    assert cpu.main(args) == 0
+    out = capsys.readouterr().out
+    floor_row = next(line for line in out.splitlines() if line.startswith("| PortAudio + PulseAudio alone"))
+    floor_runs = [float(v) for v in re.split(r"\s*\|\s*", floor_row)[3].split(", ")]
+    ws_rows = [line for line in out.splitlines() if line.startswith("| WebSocket |")]
+    assert len(ws_rows) == 2  # its CPU, then its own share
+    ws_runs = [float(v) for v in re.split(r"\s*\|\s*", ws_rows[0])[3].split(", ")]
+    own_runs = [float(v) for v in re.split(r"\s*\|\s*", ws_rows[1])[3].split(", ")]
+    assert len(floor_runs) == len(ws_runs) == len(own_runs) == 2 and all(f > 0 for f in floor_runs)
+    assert own_runs == pytest.approx([w - f for w, f in zip(ws_runs, floor_runs, strict=True)], abs=0.11)
