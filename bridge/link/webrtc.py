@@ -75,6 +75,7 @@ class WebRTCLink(RealtimeLink):
         dc.on("open", opened.set)
         dc.on("message", self._on_message)
         dc.on("close", lambda: self._put(None))
+        self._mic.hold()  # until both ends' DTLS is up, which the open data channel proves (SCTP runs over it)
         sender = pc.addTrack(self._mic)
         if self.fast_stats is not None:
             try:
@@ -100,6 +101,7 @@ class WebRTCLink(RealtimeLink):
                 f"ICE/data channel did not open within {OPEN_TIMEOUT_S:.0f} s (ICE state {pc.iceConnectionState})"
             ) from exc
         timings.mark("datachannel_open")
+        self._mic.release()
         self._install_fast_receive()
         return timings
 

@@ -7,8 +7,9 @@ together so files can be lined up with wall-clock logs (issue #3 transcript ``*_
 
 Every clock starts on one shared 20 ms grid, so a source's frame deadlines coincide with every other
 block deadline of a sink and the event loop wakes once for both. A wake-up costs more CPU than the work it
-does here (docs/benchmarks.md, "What a wake-up costs"): in an echo call with a ``.wav`` microphone and a
-``null`` speaker this took the loop from 217 to 155 wake-ups a second.
+does here (docs/benchmarks.md, "What a wake-up costs"); with the sink's timer chain and the runtime's tick
+on the grid, an echo call with a ``.wav`` microphone and a ``null`` speaker went from ~164 to ~123-147
+event-loop wake-ups a second.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class PacedSink:
         self._arm()
 
     # The clock is a chain of loop timers, not a task: a task's wake-up (a future, a task step) costs this
-    # VM ~45 us more than a bare timer callback, 100 times a second (python -m bridge.bench.wakeups).
+    # VM ~25 us more than a bare timer callback, 100 times a second (python -m bridge.bench.wakeups).
     def _arm(self) -> None:
         assert self.start_mono is not None
         delay = self.start_mono + self.blocks * self._period - time.monotonic()

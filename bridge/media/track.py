@@ -64,12 +64,29 @@ class MicTrack(MediaStreamTrack):
         self._error: BaseException | None = None
         self._index = 0
         self._seen_source_drops = 0
+        self._released = asyncio.Event()
+        self._released.set()
+
+    def hold(self) -> None:
+        """Deliver nothing, and leave the source unstarted, until :meth:`release`. A WebRTC sender starts
+        pulling as soon as its own DTLS is up, which can be a DTLS retransmission (~1 s) before the far
+        end's is: audio sent then is dropped there, and the server's input timeline would start later than
+        ours by that much (seen in the lab on the wifi profile: every turn's ``response_ms`` 0.9 s long)."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Start delivering (the source starts on the next pull)."""
+        self._released.set()
 
     async def next_frame(self) -> tuple[np.ndarray, int]:
         """The next 20 ms of PCM and its index on the source's timeline (what ``recv`` wraps; the short
         send path in :mod:`bridge.rtc.fastpath` encodes and sends it without building an ``av`` object)."""
         if self.readyState != "live":
             raise MediaStreamError
+        if not self._released.is_set():
+            await self._released.wait()
+            if self.readyState != "live":
+                raise MediaStreamError
         if self._pump is None:
             self._pump = asyncio.create_task(self._run(), name="mic-track-pump")
         while not self._queue:
@@ -114,6 +131,7 @@ class MicTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._ready.set()
+        self._released.set()
         if self._pump is not None:
             self._pump.cancel()
 

@@ -99,3 +99,29 @@ async def test_with_an_encoder_recv_returns_opus_packets_on_the_source_timeline(
     assert all(isinstance(p, av.Packet) and p.time_base == fractions.Fraction(1, 48_000) for p in packets)
     decoded = np.concatenate([decoder.decode(bytes(p)) for p in packets])
     assert len(decoded) == 2880 and np.abs(decoded[1000:]).max() > 4000  # the tone survives the round trip
+
+
+async def test_a_held_track_starts_its_source_only_when_released() -> None:
+    src = Counting()
+    track = MicTrack(src)
+    track.hold()
+    pulling = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.1)  # a sender pulling for 5 frames' time gets nothing, and the mic stays closed
+    assert not pulling.done() and src.start_mono is None
+    released = time.monotonic()
+    track.release()
+    f = await asyncio.wait_for(pulling, 1)
+    assert src.start_mono is not None and src.start_mono >= released - 0.001
+    assert f.pts == 0 and (f.to_ndarray() == 1).all()  # the timeline starts at the release
+    await track.aclose()
+
+
+async def test_stopping_a_held_track_ends_its_pull() -> None:
+    track = MicTrack(Counting())
+    track.hold()
+    pulling = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.02)
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(pulling, 1)
+    await track.aclose()
