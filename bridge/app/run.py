@@ -86,6 +86,24 @@ class TimedSource:
             self._on_frame(start if start is not None else time.monotonic() - FRAME_MS / 1000)
         return frame
 
+    def capture_to(self, consumer: Any) -> bool:
+        """Forward :meth:`bridge.media.devices.DeviceSource.capture_to` (False when the source has no capture
+        thread); the first frame's capture time reaches the runtime on its loop."""
+        capture_to = getattr(self._source, "capture_to", None)
+        if capture_to is None:
+            return False
+        if consumer is None:
+            return bool(capture_to(None))
+        loop = asyncio.get_running_loop()
+
+        def first_then(pcm: np.ndarray, captured: float) -> None:
+            if not self._seen:
+                self._seen = True
+                loop.call_soon_threadsafe(self._on_frame, captured - FRAME_MS / 1000)
+            consumer(pcm, captured)
+
+        return bool(capture_to(first_then))
+
     async def aclose(self) -> None:
         await self._source.aclose()
 
@@ -125,6 +143,7 @@ async def _link(
         calls_url=ek.calls_url,
         hangup_key=creds.api_key or ek.value,
         fast_rtp=env("BRIDGE_FAST_RTP", "1") != "0",
+        uplink_thread=env("BRIDGE_FAST_RTP", "1") not in ("0", "loop"),
     )
 
 

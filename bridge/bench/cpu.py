@@ -35,6 +35,11 @@ from bridge.media.base import DEVICE_BLOCK_MS, DEVICE_INPUT_BLOCK_MS
 
 CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "webrtc": ("WebRTC", ["--transport", "webrtc"], {}),
+    "webrtc-loop-uplink": (
+        "WebRTC, uplink sent from the event loop (BRIDGE_FAST_RTP=loop)",
+        ["--transport", "webrtc"],
+        {"BRIDGE_FAST_RTP": "loop"},
+    ),
     "webrtc-aiortc-rtp": (
         "WebRTC on aiortc's own RTP loops (BRIDGE_FAST_RTP=0)",
         ["--transport", "webrtc"],

@@ -176,8 +176,17 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.kill()
 
 
-def _session(transport: str, base: str, env: dict[str, str], bursts: int, tmp: Path) -> tuple[Loop, float, int]:
-    """One ``bridge run`` session: (round trips, CPU %, peak RSS KiB)."""
+def _uplink(transcript: Path) -> str:
+    """Where the call's RTP left from (the ``stats`` line's ``fast_rtp.uplink``; ``-`` for WebSocket)."""
+    for line in transcript.read_text().splitlines() if transcript.exists() else []:
+        rec = json.loads(line)
+        if rec.get("kind") == "stats":
+            return str((rec.get("fast_rtp") or {}).get("uplink", "-"))
+    return "-"
+
+
+def _session(transport: str, base: str, env: dict[str, str], bursts: int, tmp: Path) -> tuple[Loop, float, int, str]:
+    """One ``bridge run`` session: (round trips, CPU %, peak RSS KiB, where the uplink was sent from)."""
     transcript = tmp / f"t-{time.monotonic_ns()}.jsonl"
     cmd = [sys.executable, "-m", "bridge", "run", "--transport", transport, "--api-base", base]
     # echo answers the user's own "speech": the exact barge-in would (rightly) cut it off, so the transport
@@ -194,9 +203,10 @@ def _session(transport: str, base: str, env: dict[str, str], bursts: int, tmp: P
         cpu0, t0 = _cpu_and_rss(bridge.pid)[0], time.monotonic()
         loop = run_harness(bursts, "spk.monitor")
         cpu1, hwm = _cpu_and_rss(bridge.pid)
-        return loop, (cpu1 - cpu0) / (time.monotonic() - t0) * 100, hwm
+        cpu_pct = (cpu1 - cpu0) / (time.monotonic() - t0) * 100
     finally:
         _stop(bridge)
+    return loop, cpu_pct, hwm, _uplink(transcript)
 
 
 def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]:
@@ -213,13 +223,14 @@ def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]
         stderr=subprocess.DEVNULL,
     )
     rtts: list[float] = []
-    missed, cpus, hwm = 0, [], 0
+    missed, cpus, hwm, uplinks = 0, [], 0, set()
     try:
         _wait_port(port, 10)
         with tempfile.TemporaryDirectory() as tmp:
             for k in range(sessions):
                 n = bursts // sessions + (1 if k < bursts % sessions else 0)
-                loop, cpu, rss = _session(transport, base, env, n, Path(tmp))
+                loop, cpu, rss, uplink = _session(transport, base, env, n, Path(tmp))
+                uplinks.add(uplink)
                 rtts += loop.rtt_ms
                 missed += loop.missed
                 cpus.append(cpu)
@@ -231,6 +242,7 @@ def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]
         **Loop(rtts, missed).summary(),
         "bridge_cpu_pct": round(float(np.median(cpus)), 1),
         "bridge_peak_rss_mib": round(hwm / 1024, 1),
+        "uplink": ", ".join(sorted(uplinks)),
     }
 
 

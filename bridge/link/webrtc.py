@@ -7,7 +7,8 @@ from ``Location`` -> answer applied -> wait for the data channel to open. Every 
 Downlink audio bypasses aiortc's jitter buffer and decoder thread: :class:`bridge.rtc.AudioReceiver`
 hands 20 ms frames straight to ``on_audio`` (the session's playout). Once DTLS is up, RTP in both
 directions takes the short paths of :mod:`bridge.rtc.fastpath` (``fast_rtp=False``, or
-``BRIDGE_FAST_RTP=0``, keeps aiortc's own).
+``BRIDGE_FAST_RTP=0``, keeps aiortc's own; ``uplink_thread=False``, or ``BRIDGE_FAST_RTP=loop``, sends
+from the event loop even when the microphone has a capture thread).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class WebRTCLink(RealtimeLink):
         calls_url: str | None = None,
         hangup_key: str | None = None,
         fast_rtp: bool = True,
+        uplink_thread: bool = True,
     ) -> None:
         self._http = http
         self._api_base = api_base
@@ -62,6 +64,7 @@ class WebRTCLink(RealtimeLink):
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_QUEUE_MAX)
         self.receiver: AudioReceiver | None = None
         self.fast_stats: fastpath.FastStats | None = fastpath.FastStats() if fast_rtp else None
+        self._uplink_thread = uplink_thread
         self._rtp_receiver: Any = None
         self._fast_receive: fastpath.FastReceive | None = None
         self.dropped_events = 0
@@ -80,7 +83,7 @@ class WebRTCLink(RealtimeLink):
         if self.fast_stats is not None:
             try:
                 fastpath.check_seam()
-                fastpath.FastSend(sender, self._mic, self.fast_stats).install()
+                fastpath.FastSend(sender, self._mic, self.fast_stats, capture_thread=self._uplink_thread).install()
             except fastpath.FastPathUnavailable as exc:
                 log.warning("short RTP paths unavailable (%s); using aiortc's", exc)
                 self.fast_stats = None

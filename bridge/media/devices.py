@@ -5,8 +5,10 @@ when libportaudio2 is absent into one clear :class:`AudioError` (ENVIRONMENT.md)
 devices never import it.
 
 Crossing from the PortAudio thread follows sounddevice's ``examples/asyncio_generators.py``: the input
-callback copies the block and hands it to the loop with ``call_soon_threadsafe``; the output callback
-only calls ``pull(n)`` (a short lock, no waiting) and counts status flags. Neither blocks.
+callback cuts 20 ms frames and hands them to the loop with ``call_soon_threadsafe``, or, once a consumer
+is set with :meth:`DeviceSource.capture_to`, to that consumer right there in PortAudio's thread (the
+WebRTC uplink encodes and sends from it: :mod:`bridge.rtc.fastpath`); the output callback only calls
+``pull(n)`` (a short lock, no waiting) and counts status flags. Neither blocks.
 
 Both use sounddevice's *raw* streams (a CFFI buffer per callback, not a NumPy array): the callbacks run
 200 (output) and 100 (input) times a second, and the array wrapper (``np.frombuffer`` plus a reshape and
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
@@ -32,6 +35,8 @@ from bridge.media.resample import LinearResampler, to_mono
 log = logging.getLogger(__name__)
 
 Kind = Literal["input", "output"]
+FrameConsumer = Callable[[np.ndarray, float], None]
+"""``consumer(pcm, captured)``: one 20 ms frame and the monotonic time its last sample was captured."""
 PORTAUDIO_MISSING = "PortAudio is missing: apt-get install libportaudio2"
 
 
@@ -196,6 +201,7 @@ class DeviceSource:
         self._pending_n = 0
         self._cb_blocks: list[bytes] = []  # PortAudio thread only: blocks of the frame being captured
         self._cb_frames = 0
+        self._consumer: FrameConsumer | None = None
         self._resampler: LinearResampler | None = None
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -244,18 +250,34 @@ class DeviceSource:
         loop = self._loop
         if loop is None:
             return
-        # Wake the event loop once per 20 ms frame, not once per 10 ms block: a frame cannot leave before it
-        # is complete anyway, so this halves the cross-thread wake-ups at no latency cost.
+        # Cut frames once per 20 ms, not once per 10 ms block: a frame cannot leave before it is complete
+        # anyway, so this halves the cross-thread hand-overs at no latency cost.
         self._cb_blocks.append(bytes(indata))
         self._cb_frames += frames
         if self._cb_frames * 1000 < self.rate * FRAME_MS:
             return
         block = b"".join(self._cb_blocks)
         self._cb_blocks, self._cb_frames = [], 0
+        cut = self._cut(block, now)
+        if not cut:  # a resampled stream can fall a few samples short of a frame
+            return
+        consumer = self._consumer
+        if consumer is not None:
+            for frame, captured in cut:
+                self.last_frame_mono = captured
+                consumer(frame, captured)
+            return
         try:
-            loop.call_soon_threadsafe(self._deliver, block, now)
+            loop.call_soon_threadsafe(self._enqueue, cut)
         except RuntimeError:  # loop closed while the stream was stopping
             pass
+
+    def capture_to(self, consumer: FrameConsumer | None) -> bool:
+        """Hand every frame to ``consumer(pcm, captured)`` in PortAudio's thread instead of queueing it for
+        :meth:`read` (``None``: queue again). The consumer must not block or raise; ``read()`` then returns
+        no frames and only raises when the device stops or closes. Returns True (it is supported)."""
+        self._consumer = consumer
+        return True
 
     def _finished(self) -> None:
         loop = self._loop
@@ -265,27 +287,35 @@ class DeviceSource:
             except RuntimeError:
                 pass
 
-    def _deliver(self, block: bytes, captured: float) -> None:
-        if self._closed:
-            return
+    def _cut(self, block: bytes, captured: float) -> list[tuple[np.ndarray, float]]:
+        """PortAudio thread: interleaved int16 at the device rate -> whole 48 kHz mono frames, each with the
+        capture time of its last sample (the rest waits for the next block)."""
         mono = to_mono(np.frombuffer(block, dtype=np.int16).reshape(-1, self.channels))
         if self._resampler is not None:
             mono = self._resampler.process(mono)
         self._pending.append(mono)
         self._pending_n += len(mono)
         if self._pending_n < FRAME_SAMPLES:
-            return
+            return []
         data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
         whole = len(data) // FRAME_SAMPLES * FRAME_SAMPLES
+        cut = []
         for start in range(0, whole, FRAME_SAMPLES):
             end_offset = len(data) - (start + FRAME_SAMPLES)  # samples captured after this frame ended
-            if len(self._queue) >= self._max:
-                self._queue.popleft()
-                self.dropped += 1
-            self._queue.append((data[start : start + FRAME_SAMPLES].copy(), captured - end_offset / RATE))
+            cut.append((data[start : start + FRAME_SAMPLES].copy(), captured - end_offset / RATE))
         rest = data[whole:]
         self._pending = [rest] if len(rest) else []
         self._pending_n = len(rest)
+        return cut
+
+    def _enqueue(self, cut: list[tuple[np.ndarray, float]]) -> None:
+        if self._closed:
+            return
+        for item in cut:
+            if len(self._queue) >= self._max:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append(item)
         self._ready.set()
 
     async def read(self) -> np.ndarray:

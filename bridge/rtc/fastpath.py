@@ -19,6 +19,10 @@ quarter off the bridge's CPU in a call (13.4 -> 10.1 % of a core, docs/benchmark
   same fields and ``sdes:mid`` extension aiortc writes) patched with sequence number and timestamp, SRTP
   protect with the DTLS transport's send session, one ``sendto`` on aioice's nominated pair. The counters
   aiortc's RTCP sender reports read (packet and octet counts, RTP and NTP timestamps) are kept current.
+  With a sound card as the microphone all of this runs in PortAudio's input thread, as the frame is cut
+  (:meth:`bridge.media.track.MicTrack.capture`): the event loop does not wake for the uplink at all, which
+  on this machine costs more than the work (docs/benchmarks.md, CPU). That thread writes with its own
+  ``dup`` of the socket, and the send session gets a lock, since aiortc's RTCP sender uses it from the loop.
 
 Both touch private names of aiortc 1.16 / aioice 0.13; :func:`check_seam` verifies each one against the
 installed versions, and when it fails the stock paths stay in place (one warning), so an upgrade degrades
@@ -31,8 +35,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
+import re
+import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +48,7 @@ from typing import Any
 import aioice.ice
 import pylibsrtp
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket
@@ -79,8 +88,12 @@ def check_seam() -> None:
         send_src = inspect.getsource(RTCRtpSender.send)
         ice_src = inspect.getsource(aioice.ice.StunProtocol.datagram_received)
         class_src = inspect.getsource(RTCRtpSender) + inspect.getsource(RTCRtpReceiver)
+        dtls_src = inspect.getsource(RTCDtlsTransport)
     except (OSError, TypeError) as exc:  # pragma: no cover - no sources installed
         raise FastPathUnavailable(f"cannot inspect aiortc: {exc}") from exc
+    tx_uses = set(re.findall(r"self\._tx_srtp\.(\w+)", dtls_src))
+    if tx_uses - {"protect", "protect_rtcp"}:
+        raise FastPathUnavailable(f"aiortc uses its send SRTP session for {sorted(tx_uses)}, not only protect")
     if "self._run_rtp(" not in send_src:
         raise FastPathUnavailable("RTCRtpSender.send no longer starts self._run_rtp")
     if "def datagram_received(self, data" not in ice_src or "stun.parse_message(data)" not in ice_src:
@@ -103,6 +116,9 @@ class FastStats:
 
     rtp_in: int = 0
     rtp_out: int = 0
+    uplink: str = "loop"
+    """Where RTP is sent from: ``capture thread`` (PortAudio's input thread) or ``loop``."""
+    send_errors: int = 0
     srtp_errors: int = 0
     malformed: int = 0
     unknown_payload_type: int = 0
@@ -184,15 +200,121 @@ class FastReceive:
         self._audio.feed_rtp(seq, timestamp, plain[start:end])
 
 
-class FastSend:
-    """Outgoing audio: encoded frames from a :class:`bridge.media.track.MicTrack`, one ``sendto`` each."""
+class _LockedSrtp:
+    """aiortc's send ``Session``, shared by the loop (RTCP reports) and the capture thread (RTP): a libsrtp
+    session is not thread-safe, and pylibsrtp's calls release the GIL."""
 
-    def __init__(self, sender: RTCRtpSender, track: Any, stats: FastStats) -> None:
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+
+    def protect(self, data: bytes) -> bytes:
+        with self._lock:
+            return self._session.protect(data)  # type: ignore[no-any-return]
+
+    def protect_rtcp(self, data: bytes) -> bytes:
+        with self._lock:
+            return self._session.protect_rtcp(data)  # type: ignore[no-any-return]
+
+
+class _Packets:
+    """One 20 ms frame -> one SRTP packet for aioice's nominated pair, keeping the counters aiortc's RTCP
+    sender reports read. Used by the loop or by the capture thread, never both."""
+
+    def __init__(self, sender: RTCRtpSender, codec: Any, encode: Any, stats: FastStats, srtp: Any) -> None:
+        self._sender = sender
+        self._header = _template(sender, codec)
+        self._encode = encode
+        self._srtp = srtp
+        self.stats = stats
+        self._sequence = random.randint(0, 0xFFFF)
+        self._origin = random.randint(0, 0xFFFFFFFF)
+
+    def packet(self, pcm: Any, index: int) -> bytes:
+        sender, header = self._sender, self._header
+        payload = self._encode(pcm)
+        timestamp = (self._origin + index * FRAME_SAMPLES) & 0xFFFFFFFF
+        struct.pack_into("!HI", header, 2, self._sequence, timestamp)
+        data = self._srtp.protect(bytes(header) + payload)
+        now = time.time()
+        secs = int(now)
+        setattr(sender, _S + "ntp_timestamp", ((secs + NTP_EPOCH_OFFSET) << 32) | int((now - secs) * 2**32))
+        setattr(sender, _S + "rtp_timestamp", timestamp)
+        setattr(sender, _S + "octet_count", getattr(sender, _S + "octet_count") + len(payload))
+        setattr(sender, _S + "packet_count", getattr(sender, _S + "packet_count") + 1)
+        self.stats.rtp_out += 1
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        return data
+
+
+def _template(sender: RTCRtpSender, codec: Any) -> bytearray:
+    """The RTP header aiortc would write (marker set, ``sdes:mid``), with sequence/timestamp zero."""
+    hdr_map = getattr(sender, _S + "rtp_header_extensions_map")
+    pkt = RtpPacket(payload_type=codec.payloadType, marker=1, sequence_number=0, timestamp=0, ssrc=0)
+    pkt.ssrc = sender._ssrc
+    pkt.extensions.mid = getattr(sender, _S + "mid")
+    pkt.extensions.abs_send_time = 0
+    first = pkt.serialize(hdr_map)
+    pkt.extensions.abs_send_time = 0xABCDEF
+    if pkt.serialize(hdr_map) != first:
+        raise FastPathUnavailable("abs-send-time negotiated for audio: the header is not constant")
+    return bytearray(first)
+
+
+class _CaptureThreadSend:
+    """``send(pcm, index)`` for :meth:`bridge.media.track.MicTrack.capture`: runs in PortAudio's input
+    thread and writes with its own ``dup`` of aioice's socket (a UDP ``sendto`` is one syscall; the loop's
+    transport is not thread-safe). Nothing raises out of it: failures are counted, the first one logged."""
+
+    def __init__(self, sender: RTCRtpSender, dtls: Any, conn: Any, packets: _Packets) -> None:
+        self._sender, self._dtls, self._conn, self._packets = sender, dtls, conn, packets
+        self._pair: Any = None
+        self._sock: socket.socket | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def __call__(self, pcm: Any, index: int) -> None:
+        with self._lock:  # close() waits for a send in progress: the socket is never closed under it
+            if self._closed or not self._sender._enabled:
+                return
+            try:
+                pair = self._conn._nominated.get(1)
+                if pair is None or self._dtls.state != "connected" or pair.protocol.transport is None:
+                    return  # the call is ending; the loop notices and stops the track
+                if pair is not self._pair:
+                    self._reopen(pair)
+                assert self._sock is not None
+                self._sock.sendto(self._packets.packet(pcm, index), pair.remote_addr)
+            except Exception:
+                self._packets.stats.send_errors += 1
+                if self._packets.stats.send_errors == 1:
+                    log.exception("sending audio from the capture thread failed (later failures only counted)")
+
+    def _reopen(self, pair: Any) -> None:
+        fd = pair.protocol.transport.get_extra_info("socket").fileno()
+        if self._sock is not None:
+            self._sock.close()
+        # a dup shares the non-blocking flag: a full send buffer raises (counted) instead of waiting
+        self._sock, self._pair = socket.socket(fileno=os.dup(fd)), pair
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()
+
+
+class FastSend:
+    """Outgoing audio: encoded frames from a :class:`bridge.media.track.MicTrack`, one ``sendto`` each,
+    from the microphone's capture thread when it has one (``capture_thread``), else from the loop."""
+
+    def __init__(self, sender: RTCRtpSender, track: Any, stats: FastStats, *, capture_thread: bool = True) -> None:
         if getattr(track, "encoder", None) is None:
             raise FastPathUnavailable("the mic track has no Opus encoder")
         self._sender = sender
         self._track = track
         self.stats = stats
+        self._capture_thread = capture_thread
 
     def install(self) -> None:
         """Replace the sender's RTP loop; call after ``addTrack`` and before the answer is applied."""
@@ -201,49 +323,34 @@ class FastSend:
                 raise FastPathUnavailable(f"aiortc sender has no {name}")
         self._sender._run_rtp = self._run  # type: ignore[method-assign]
 
-    def _template(self, codec: Any) -> bytearray:
-        """The RTP header aiortc would write (marker set, ``sdes:mid``), with sequence/timestamp zero."""
-        hdr_map = getattr(self._sender, _S + "rtp_header_extensions_map")
-        pkt = RtpPacket(payload_type=codec.payloadType, marker=1, sequence_number=0, timestamp=0, ssrc=0)
-        pkt.ssrc = self._sender._ssrc
-        pkt.extensions.mid = getattr(self._sender, _S + "mid")
-        pkt.extensions.abs_send_time = 0
-        first = pkt.serialize(hdr_map)
-        pkt.extensions.abs_send_time = 0xABCDEF
-        if pkt.serialize(hdr_map) != first:
-            raise FastPathUnavailable("abs-send-time negotiated for audio: the header is not constant")
-        return bytearray(first)
-
     async def _run(self, codec: Any) -> None:
         sender = self._sender
         getattr(sender, _S + "rtp_started").set()
         try:
             dtls = sender.transport
             conn = _ice_connection(dtls)
-            header = self._template(codec)
-            srtp = dtls._tx_srtp
-            sequence = random.randint(0, 0xFFFF)
-            origin = random.randint(0, 0xFFFFFFFF)
             encode = self._track.encoder.encode
+            if self._capture_thread and hasattr(self._track, "capture"):
+                if not isinstance(dtls._tx_srtp, _LockedSrtp):
+                    dtls._tx_srtp = _LockedSrtp(dtls._tx_srtp)
+                packets = _Packets(sender, codec, encode, self.stats, dtls._tx_srtp)
+                send = _CaptureThreadSend(sender, dtls, conn, packets)
+                self.stats.uplink = "capture thread"
+                try:
+                    if await self._track.capture(send):
+                        return
+                finally:
+                    send.close()
+                self.stats.uplink = "loop"  # the source has no capture thread
+            packets = _Packets(sender, codec, encode, self.stats, dtls._tx_srtp)
             while True:
                 pcm, index = await self._track.next_frame()
                 if not sender._enabled:
                     continue
-                payload = encode(pcm)
-                timestamp = (origin + index * FRAME_SAMPLES) & 0xFFFFFFFF
-                struct.pack_into("!HI", header, 2, sequence, timestamp)
                 pair = conn._nominated.get(1)
                 if pair is None or dtls.state != "connected" or pair.protocol.transport is None:
                     raise ConnectionError("not connected")
-                pair.protocol.transport.sendto(srtp.protect(bytes(header) + payload), pair.remote_addr)
-                now = time.time()
-                secs = int(now)
-                setattr(sender, _S + "ntp_timestamp", ((secs + NTP_EPOCH_OFFSET) << 32) | int((now - secs) * 2**32))
-                setattr(sender, _S + "rtp_timestamp", timestamp)
-                setattr(sender, _S + "octet_count", getattr(sender, _S + "octet_count") + len(payload))
-                setattr(sender, _S + "packet_count", getattr(sender, _S + "packet_count") + 1)
-                self.stats.rtp_out += 1
-                sequence = (sequence + 1) & 0xFFFF
+                pair.protocol.transport.sendto(packets.packet(pcm, index), pair.remote_addr)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except FastPathUnavailable as exc:  # negotiated something the short path does not write
@@ -253,6 +360,11 @@ class FastSend:
             return
         except Exception:
             log.exception("audio send loop failed")
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        sender = self._sender
         track = getattr(sender, _S + "track")
         if track is not None:
             track.stop()

@@ -25,3 +25,5 @@ def test_bursts_round_trip_through_the_real_device_path(pulse: Pulse, transport:
     # loopback + echo: well under the 90 ms target typically; generous bound against a loaded CI machine
     assert 20 < float(result["p50"]) < 400, result  # type: ignore[arg-type]
     assert float(result["bridge_peak_rss_mib"]) > 0  # type: ignore[arg-type]
+    # a sound card's microphone sends from PortAudio's capture thread (bridge.rtc.fastpath)
+    assert result["uplink"] == ("capture thread" if transport == "webrtc" else "-"), result

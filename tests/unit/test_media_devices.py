@@ -167,3 +167,38 @@ async def test_raw_input_callback_hands_over_whole_frames_in_mono() -> None:
     frame = await asyncio.wait_for(src.read(), 1)
     np.testing.assert_array_equal(frame, left + 1)
     assert src.last_frame_mono is not None and src.dropped == 0
+
+
+async def test_a_capture_consumer_gets_frames_in_the_callback_thread_and_nothing_is_queued() -> None:
+    """With a consumer set, PortAudio's thread cuts the frame (mono, 48 kHz) and hands it over right there;
+    ``None`` puts frames back on the loop's queue."""
+    import asyncio
+    import threading
+
+    src = devices.DeviceSource(None)
+    src.channels = 2
+    src._loop = asyncio.get_running_loop()
+    src._stream = type("Stream", (), {"active": True})()
+    got: list[tuple[np.ndarray, float, int]] = []
+    assert src.capture_to(lambda pcm, captured: got.append((pcm, captured, threading.get_ident())))
+    left = np.arange(1920, dtype=np.int16)
+    stereo = np.stack([left, left + 2], axis=1).reshape(-1)
+
+    def portaudio() -> None:
+        for k in range(4):  # four 10 ms blocks: two frames
+            src._callback(memoryview(stereo[960 * k : 960 * (k + 1)].tobytes()), 480, None, None)
+
+    thread = threading.Thread(target=portaudio)
+    thread.start()
+    thread.join()
+    assert len(got) == 2 and {t for _, _, t in got} == {thread.ident}
+    np.testing.assert_array_equal(np.concatenate([pcm for pcm, _, _ in got]), left + 1)
+    assert got[0][1] <= got[1][1] and src.last_frame_mono == got[1][1]
+    await asyncio.sleep(0.01)
+    assert not src._queue and src.dropped == 0
+    src.capture_to(None)
+    src._callback(memoryview(stereo[:960].tobytes()), 480, None, None)
+    src._callback(memoryview(stereo[960:1920].tobytes()), 480, None, None)
+    frame = await asyncio.wait_for(src.read(), 1)
+    np.testing.assert_array_equal(frame, left[:960] + 1)
+    assert len(got) == 2

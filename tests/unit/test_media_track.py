@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 import time
+from typing import Any
 
 import av
 import numpy as np
@@ -124,4 +126,91 @@ async def test_stopping_a_held_track_ends_its_pull() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(pulling, 1)
+    await track.aclose()
+
+
+class ThreadMic:
+    """A source with a capture thread of its own, as DeviceSource has (PortAudio's): frame k is k + 1."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.started = False
+        self.consumer: Any = None
+        self.failed = asyncio.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def capture_to(self, consumer: Any) -> bool:
+        self.consumer = consumer
+        return True
+
+    async def start(self) -> None:
+        self.started = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        k = 0
+        while not self._stop.wait(0.005):
+            consumer = self.consumer
+            if consumer is not None:
+                consumer(np.full(960, k + 1, np.int16), time.monotonic())
+            k += 1
+
+    async def read(self) -> np.ndarray:  # capture mode queues nothing: read only reports the end
+        await self.failed.wait()
+        raise AudioError("unplugged")
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self.started:
+            self._thread.join(1)
+
+
+async def test_capture_hands_frames_over_in_the_sources_thread_after_the_release() -> None:
+    src = ThreadMic()
+    track = MicTrack(src)
+    track.hold()
+    got: list[tuple[int, int, int]] = []  # (index, frame value, thread)
+
+    def send(pcm: np.ndarray, index: int) -> None:
+        got.append((index, int(pcm[0]), threading.get_ident()))
+
+    capturing = asyncio.ensure_future(track.capture(send))
+    await asyncio.sleep(0.05)
+    assert not src.started and src.consumer is None and not got  # held: the microphone stays closed
+    track.release()
+    deadline = time.monotonic() + 2
+    while len(got) < 10:
+        assert time.monotonic() < deadline, "no frames from the capture thread"
+        await asyncio.sleep(0.005)
+    assert [i for i, _, _ in got[:10]] == list(range(10))  # the timeline starts at the release, one per frame
+    first = got[0][1]
+    assert [v for _, v, _ in got[:10]] == list(range(first, first + 10))  # every frame, in order
+    assert {t for _, _, t in got} == {src._thread.ident} != {threading.get_ident()}
+    assert track.frames_sent >= 10
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(capturing, 1)
+    assert src.consumer is None  # handed back: nothing more is sent after the end
+    await src.aclose()
+
+
+async def test_capture_ends_when_the_source_fails() -> None:
+    src = ThreadMic()
+    track = MicTrack(src)
+    capturing = asyncio.ensure_future(track.capture(lambda pcm, index: None))
+    await asyncio.sleep(0.05)
+    src.failed.set()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(capturing, 1)
+    assert src.consumer is None
+    await track.aclose()
+    await src.aclose()
+
+
+async def test_capture_declines_a_source_without_a_capture_thread() -> None:
+    track = MicTrack(Counting())
+    assert await asyncio.wait_for(track.capture(lambda pcm, index: None), 1) is False
+    pcm, index = await track.next_frame()  # the loop path still works
+    assert index == 0 and (pcm == 1).all()
     await track.aclose()
