@@ -241,6 +241,9 @@ def _write_stats(
     fast = getattr(link, "fast_stats", None)
     if fast is not None:
         fields["fast_rtp"] = dataclasses.asdict(fast)
+    uplink_loss = getattr(link, "uplink_loss", None)
+    if uplink_loss is not None:
+        fields["uplink_loss"] = uplink_loss()
     fields["mic_dropped"] = getattr(source, "dropped", 0)
     fields["sink_underruns"] = getattr(sink, "underruns", 0)
     transcript.write("stats", **fields)

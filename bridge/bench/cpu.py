@@ -9,6 +9,9 @@ so machine noise spreads over all of them; the median is reported.
     python -m bridge.bench.cpu --seconds 20 --repeats 3
     python -m bridge.bench.cpu --input default --output default   # PulseAudio devices (scripts/pulse-up.sh)
 
+``--threads`` adds each thread's share, by thread name: ``loop`` (the event loop), ``bridge-mic`` and
+``bridge-speaker`` (PortAudio's callbacks), ``threaded-ml`` (PulseAudio's client threads).
+
 On sound devices, add ``floor`` to ``--configs``: PortAudio's streams alone at the bridge's block sizes
 with empty callbacks, in the same rotation, so that each configuration's own share (its CPU minus the
 floor of the same round) is read at the same machine state. This VM's CPU costs drift by a quarter over
@@ -57,9 +60,25 @@ def _mic(path: Path, seconds: float) -> Path:
     return write_wav(path, np.tile(one, int(seconds * 2) + 1))
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of ``pid``, summed by thread name (the main thread: ``loop``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        name = "loop" if int(tid) == pid else stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def one_run(
     base: str, env: dict[str, str], args: list[str], extra_env: dict[str, str], seconds: float, tmp: Path
-) -> float:
+) -> tuple[float, dict[str, float]]:
+    """CPU % of one core of a ``bridge run`` in a call, and the same per thread name."""
     transcript = tmp / f"t-{time.monotonic_ns()}.jsonl"
     cmd = [sys.executable, "-m", "bridge", "run", "--api-base", base, "--transcript", str(transcript)]
     cmd += ["--bargein", "naive", *args]  # echo answers the user's own audio: no barge-in handling
@@ -67,10 +86,12 @@ def one_run(
     try:
         _wait_for(transcript, '"kind": "session"', 20)
         time.sleep(SETTLE_S)
-        cpu0, t0 = _cpu_and_rss(proc.pid)[0], time.monotonic()
+        threads0, cpu0, t0 = thread_cpu(proc.pid), _cpu_and_rss(proc.pid)[0], time.monotonic()
         time.sleep(seconds)
-        cpu1 = _cpu_and_rss(proc.pid)[0]
-        return (cpu1 - cpu0) / (time.monotonic() - t0) * 100
+        cpu1, threads1 = _cpu_and_rss(proc.pid)[0], thread_cpu(proc.pid)
+        elapsed = time.monotonic() - t0
+        per_thread = {k: (v - threads0.get(k, 0.0)) / elapsed * 100 for k, v in threads1.items()}
+        return (cpu1 - cpu0) / elapsed * 100, per_thread
     finally:
         _stop(proc)
 
@@ -91,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", default=None, help="DEV for --input (default: a .wav of tone bursts)")
     parser.add_argument("--output", default="null", help="DEV for --output (default null)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of: " + ", ".join(CONFIGS))
+    parser.add_argument("--threads", action="store_true", help="also CPU per thread (median over the rounds)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -107,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.DEVNULL,
     )
     results: dict[str, list[float]] = {n: [] for n in names}
+    threads: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     try:
         _wait_port(port, 10)
         with tempfile.TemporaryDirectory() as d:
@@ -119,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "floor":
                         results[name].append(floor_run(env, args.seconds))
                     else:
-                        results[name].append(one_run(base, env, [*flags, *devices], extra, args.seconds, tmp))
+                        cpu, per_thread = one_run(base, env, [*flags, *devices], extra, args.seconds, tmp)
+                        results[name].append(cpu)
+                        threads[name].append(per_thread)
     finally:
         _stop(emulator)
     print(f"input {args.input or 'tone bursts (.wav)'}, output {args.output}, {args.seconds:.0f} s x {args.repeats}")
@@ -137,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
                 own = [v - f for v, f in zip(values, results["floor"], strict=True)]
                 runs = ", ".join(f"{v:.1f}" for v in own)
                 print(f"| {CONFIGS[name][0]} | {statistics.median(own):.1f} | {runs} |")
+    if args.threads:
+        print()
+        print("| configuration | CPU % per thread (median over the rounds) |")
+        print("|---|---|")
+        for name, runs in threads.items():
+            if runs:
+                medians = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in {k for r in runs for k in r}}
+                cells = ", ".join(f"{k} {v:.1f}" for k, v in sorted(medians.items(), key=lambda kv: -kv[1]) if v > 0)
+                print(f"| {CONFIGS[name][0]} | {cells} |")
     return 0
 
 

@@ -27,7 +27,7 @@ from bridge.errors import ConnectError
 from bridge.link import http as rest
 from bridge.link.base import ConnectTimings, RealtimeLink
 from bridge.media.track import MicTrack
-from bridge.rtc import fastpath
+from bridge.rtc import fastpath, fec
 from bridge.rtc.receiver import AudioReceiver
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class WebRTCLink(RealtimeLink):
         self.receiver: AudioReceiver | None = None
         self.fast_stats: fastpath.FastStats | None = fastpath.FastStats() if fast_rtp else None
         self._uplink_thread = uplink_thread
+        self._sender: Any = None
+        self.loss = fec.LossTracker()
+        """The server's reports of our uplink's packet loss (what the encoder's FEC follows)."""
         self._rtp_receiver: Any = None
         self._fast_receive: fastpath.FastReceive | None = None
         self.dropped_events = 0
@@ -79,7 +82,7 @@ class WebRTCLink(RealtimeLink):
         dc.on("message", self._on_message)
         dc.on("close", lambda: self._put(None))
         self._mic.hold()  # until both ends' DTLS is up, which the open data channel proves (SCTP runs over it)
-        sender = pc.addTrack(self._mic)
+        sender = self._sender = pc.addTrack(self._mic)
         if self.fast_stats is not None:
             try:
                 fastpath.check_seam()
@@ -163,9 +166,19 @@ class WebRTCLink(RealtimeLink):
             return None
         return await self._events.get()
 
+    def uplink_loss(self) -> dict[str, Any]:
+        """The server's reports of our packet loss, and the loss the encoder's FEC is set for now."""
+        smoothed = None if self.loss.smoothed is None else round(self.loss.smoothed, 2)
+        fec_pct = getattr(getattr(self._mic, "encoder", None), "loss_perc", None)
+        return {"reports": self.loss.reports, "smoothed_pct": smoothed, "fec_pct": fec_pct}
+
     async def pump_audio(self) -> None:
-        """The mic track is pulled by aiortc's sender; nothing to pump. Returns when the link closes."""
-        await asyncio.Event().wait()
+        """aiortc's sender pulls the mic track, so there is nothing to pump: this keeps the uplink's Opus FEC
+        at the loss the server reports (:mod:`bridge.rtc.fec`) until cancelled."""
+        encoder = getattr(self._mic, "encoder", None)
+        if self._sender is None or not hasattr(encoder, "expect_loss"):
+            await asyncio.Event().wait()
+        await fec.follow_reported_loss(self._sender, encoder, self.loss)
 
     async def aclose(self) -> None:
         if self._closed:

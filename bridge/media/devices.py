@@ -18,6 +18,7 @@ an ``import`` per call) cost more than the work done in them (docs/benchmarks.md
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections import deque
@@ -38,6 +39,8 @@ Kind = Literal["input", "output"]
 FrameConsumer = Callable[[np.ndarray, float], None]
 """``consumer(pcm, captured)``: one 20 ms frame and the monotonic time its last sample was captured."""
 PORTAUDIO_MISSING = "PortAudio is missing: apt-get install libportaudio2"
+MIC_THREAD = "bridge-mic"  # PortAudio's input callback thread (encodes and sends the WebRTC uplink)
+SPEAKER_THREAD = "bridge-speaker"  # PortAudio's output callback thread
 
 
 def sounddevice_module() -> ModuleType:
@@ -171,6 +174,16 @@ def _device_name(sd: Any, device: int | None, kind: Kind) -> str:
         return "default"
 
 
+def name_this_thread(name: str) -> None:
+    """Give the calling OS thread a name (Linux ``prctl(PR_SET_NAME)``, 15 bytes), so that ``top -H`` and
+    ``python -m bridge.bench.cpu --threads`` tell PortAudio's microphone and speaker threads apart."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):  # not Linux: the threads keep their names
+        pass
+
+
 class DeviceSource:
     """A microphone through ``sd.InputStream``: 20 ms frames, drop-oldest queue of ``queue_frames``."""
 
@@ -201,6 +214,7 @@ class DeviceSource:
         self._pending_n = 0
         self._cb_blocks: list[bytes] = []  # PortAudio thread only: blocks of the frame being captured
         self._cb_frames = 0
+        self._named = False
         self._consumer: FrameConsumer | None = None
         self._resampler: LinearResampler | None = None
         self._stream: Any = None
@@ -243,6 +257,9 @@ class DeviceSource:
         # PortAudio thread: count, copy (``indata`` is a CFFI buffer of interleaved int16), hand over.
         # Nothing here waits.
         now = time.monotonic()
+        if not self._named:
+            self._named = True
+            name_this_thread(MIC_THREAD)
         if status:
             self.status_flags += 1
             if status.input_overflow:
@@ -399,6 +416,8 @@ class DeviceSink:
             self.status_flags += 1
             if status.output_underflow:
                 self.underruns += 1
+        if not self.blocks:
+            name_this_thread(SPEAKER_THREAD)
         self.blocks += 1
         try:
             data = self._render(frames)

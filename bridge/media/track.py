@@ -106,19 +106,23 @@ class MicTrack(MediaStreamTrack):
         the track stops or the source fails, like :meth:`next_frame`. ``send`` must not block or raise."""
         if self.readyState != "live":
             raise MediaStreamError
-        await self._released.wait()
         capture_to = getattr(self.source, "capture_to", None)
         index = 0
 
         def deliver(pcm: np.ndarray, captured: float) -> None:
             nonlocal index
+            if not self._released.is_set():  # held, and someone else started the source
+                return
             self.frames_sent += 1
             index += 1
             send(pcm, index - 1)
 
+        # The consumer goes in before the source can start (whoever starts it), so that the first frame
+        # captured is the first frame sent: the server's input timeline starts there (``mic_t0``).
         if capture_to is None or not capture_to(deliver):
             return False
         try:
+            await self._released.wait()
             while True:  # the pump queues nothing now: next_frame returns only by raising at the end
                 await self.next_frame()
         finally:

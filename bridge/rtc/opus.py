@@ -170,11 +170,16 @@ class LibopusEncoder:
     """libopus via ctypes for the uplink: mono 48 kHz, 20 ms, VoIP, with in-band FEC.
 
     aiortc's own encoder upmixes to stereo, resamples every frame and runs in an executor thread (a thread
-    hop per 20 ms); it sends no FEC. Encoding here, on the event loop, costs ~0.1 ms per frame, and the FEC
-    lets a receiver (ours, or the real service) rebuild a lost frame from the next packet.
+    hop per 20 ms); it sends no FEC. Encoding here costs ~0.25 ms per frame, and the FEC lets a receiver
+    (ours, or the real service) rebuild a lost frame from the next packet.
+
+    The FEC's strength follows the packet loss the encoder is told to expect (``loss_perc``, then
+    :meth:`expect_loss` from the far end's receiver reports: :mod:`bridge.rtc.fec`). At 0 % libopus codes
+    no FEC at all; a fixed 5 % cost a quarter more encode time and took bits from the speech itself on a
+    clean network (PESQ-WB 3.87 against 4.13 on test speech, ``python -m bridge.bench.opus_quality``).
     """
 
-    def __init__(self, bitrate: int = 48_000, fec: bool = True, loss_perc: int = 5, complexity: int = 5) -> None:
+    def __init__(self, bitrate: int = 48_000, fec: bool = True, loss_perc: int = 0, complexity: int = 5) -> None:
         self._lib = _load()
         err = ctypes.c_int(0)
         self._enc = self._lib.lib.opus_encoder_create(RATE, 1, _APPLICATION_VOIP, ctypes.byref(err))
@@ -190,9 +195,23 @@ class LibopusEncoder:
             if ctl(ctypes.c_void_p(self._enc), ctypes.c_int(request), ctypes.c_int32(value)) != _OPUS_OK:
                 raise OSError(f"opus_encoder_ctl({request}, {value}) failed")
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
+        self.loss_perc = loss_perc
+        """The packet loss (%) the encoder codes FEC for, as of the last frame."""
+        self._loss_wanted = loss_perc
+
+    def expect_loss(self, percent: int) -> None:
+        """Code FEC for ``percent`` % packet loss from the next frame on. Safe from any thread: libopus is
+        not, so the setting is applied by :meth:`encode`, in whichever thread encodes."""
+        self._loss_wanted = max(0, min(100, int(percent)))
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """One 20 ms frame (960 int16 mono samples) -> one Opus packet."""
+        wanted = self._loss_wanted
+        if wanted != self.loss_perc:
+            ctl = self._lib.lib.opus_encoder_ctl
+            if ctl(ctypes.c_void_p(self._enc), ctypes.c_int(_SET_PACKET_LOSS_PERC), ctypes.c_int32(wanted)) != _OPUS_OK:
+                raise OSError(f"opus_encoder_ctl(PACKET_LOSS_PERC, {wanted}) failed")
+            self.loss_perc = wanted
         samples = np.ascontiguousarray(pcm, dtype=np.int16)
         ptr = samples.ctypes.data_as(ctypes.POINTER(ctypes.c_int16))
         n = self._lib.lib.opus_encode(self._enc, ptr, len(samples), self._out, _MAX_PACKET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 
 import pytest
 
@@ -29,14 +30,18 @@ def test_cpu_bench_on_devices_pairs_each_run_with_the_sound_stacks_floor(
     pulse: Pulse,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = ["--seconds", "2", "--repeats", "2", "--input", "default", "--output", "default", "--configs", "ws,floor"]
-    assert cpu.main(args) == 0
+    args = ["--seconds", "2", "--repeats", "2", "--input", "default", "--output", "default"]
+    assert cpu.main([*args, "--configs", "webrtc,floor", "--threads"]) == 0
     out = capsys.readouterr().out
     floor_row = next(line for line in out.splitlines() if line.startswith("| PortAudio + PulseAudio alone"))
     floor_runs = [float(v) for v in re.split(r"\s*\|\s*", floor_row)[3].split(", ")]
-    ws_rows = [line for line in out.splitlines() if line.startswith("| WebSocket |")]
-    assert len(ws_rows) == 2  # its CPU, then its own share
-    ws_runs = [float(v) for v in re.split(r"\s*\|\s*", ws_rows[0])[3].split(", ")]
-    own_runs = [float(v) for v in re.split(r"\s*\|\s*", ws_rows[1])[3].split(", ")]
-    assert len(floor_runs) == len(ws_runs) == len(own_runs) == 2 and all(f > 0 for f in floor_runs)
-    assert own_runs == pytest.approx([w - f for w, f in zip(ws_runs, floor_runs, strict=True)], abs=0.11)
+    rows = [line for line in out.splitlines() if line.startswith("| WebRTC |")]
+    assert len(rows) == 3  # its CPU, its own share, its threads
+    runs = [float(v) for v in re.split(r"\s*\|\s*", rows[0])[3].split(", ")]
+    own_runs = [float(v) for v in re.split(r"\s*\|\s*", rows[1])[3].split(", ")]
+    assert len(floor_runs) == len(runs) == len(own_runs) == 2 and all(f > 0 for f in floor_runs)
+    assert own_runs == pytest.approx([w - f for w, f in zip(runs, floor_runs, strict=True)], abs=0.11)
+    # per thread: the loop, and PortAudio's two callback threads under the names the bridge gives them
+    threads = dict(cell.rsplit(" ", 1) for cell in re.split(r"\s*\|\s*", rows[2])[2].split(", "))
+    assert {"loop", "bridge-mic", "bridge-speaker"} <= set(threads), threads
+    assert sum(float(v) for v in threads.values()) == pytest.approx(statistics.median(runs), abs=1.5)

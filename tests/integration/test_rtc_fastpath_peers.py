@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from bridge.media.devices import DeviceSource
 from bridge.media.paced import PacedSource
 from bridge.media.track import MicTrack
-from bridge.rtc import fastpath
+from bridge.rtc import fastpath, fec
 from bridge.rtc.loopback import loopback_candidates
 from bridge.rtc.opus import LibopusEncoder
 from bridge.rtc.receiver import AudioReceiver, receiver_for_track
@@ -195,3 +195,45 @@ async def _call_stock_peer(
             await b.close()
     assert mic.readyState == "ended"
     return stats
+
+
+async def test_uplink_fec_follows_the_loss_the_far_end_reports() -> None:
+    """B (stock aiortc) loses every 8th packet of A's; its receiver reports say so, and A's encoder starts
+    coding FEC for about that much loss (bridge.rtc.fec, as WebRTCLink.pump_audio runs it)."""
+    a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    encoder = LibopusEncoder()
+    mic = MicTrack(ToneSource(), encoder=encoder)
+    tracker = fec.LossTracker()
+    follow: asyncio.Task[None] | None = None
+    try:
+        sender = a.addTrack(mic)
+        fastpath.FastSend(sender, mic, fastpath.FastStats()).install()
+        b_tracks: list = []  # type: ignore[type-arg]
+        b.on("track", b_tracks.append)
+        with loopback_candidates():
+            async with asyncio.timeout(10):
+                await a.setLocalDescription(await a.createOffer())
+                await b.setRemoteDescription(a.localDescription)
+                b_receiver = b.getTransceivers()[0].receiver
+                b_handle = b_receiver._handle_rtp_packet
+                seen = {"n": 0}
+
+                async def _lossy(packet, arrival_time_ms: int) -> None:  # type: ignore[no-untyped-def]
+                    seen["n"] += 1
+                    if seen["n"] % 8:
+                        await b_handle(packet, arrival_time_ms=arrival_time_ms)
+
+                b_receiver._handle_rtp_packet = _lossy
+                await b.setLocalDescription(await b.createAnswer())
+                await a.setRemoteDescription(b.localDescription)
+        assert encoder.loss_perc == 0  # a clean start codes no FEC
+        follow = asyncio.ensure_future(fec.follow_reported_loss(sender, encoder, tracker))
+        await _until(lambda: encoder.loss_perc >= 5, 12, "the encoder to follow the reported loss")
+        assert tracker.smoothed is not None and 4 < tracker.smoothed < 20, tracker.smoothed
+    finally:
+        if follow is not None:
+            follow.cancel()
+        async with asyncio.timeout(10):
+            await a.close()
+            await b.close()

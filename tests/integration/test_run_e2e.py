@@ -93,8 +93,11 @@ async def test_reply_arrives_in_the_output_file_at_the_right_time(tmp_path, monk
     (stats,) = [x for x in lines if x["kind"] == "stats"]
     if transport == "webrtc" and fast_rtp == "1":
         assert stats["fast_rtp"]["rtp_in"] > 100 and stats["fast_rtp"]["rtp_out"] > 100
+        assert stats["fast_rtp"]["uplink"] == "loop"  # a .wav microphone has no capture thread
     else:
         assert "fast_rtp" not in stats
+    if transport == "webrtc":  # the emulator's receiver reports reached the FEC control: no loss here
+        assert stats["uplink_loss"]["reports"] >= 1 and stats["uplink_loss"]["fec_pct"] == 0, stats
 
 
 @pytest.mark.parametrize("transport", ["webrtc", "ws"])

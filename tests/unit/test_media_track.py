@@ -144,9 +144,10 @@ class ThreadMic:
         self.consumer = consumer
         return True
 
-    async def start(self) -> None:
-        self.started = True
-        self._thread.start()
+    async def start(self) -> None:  # idempotent, as DeviceSource.start is
+        if not self.started:
+            self.started = True
+            self._thread.start()
 
     def _run(self) -> None:
         k = 0
@@ -177,7 +178,10 @@ async def test_capture_hands_frames_over_in_the_sources_thread_after_the_release
 
     capturing = asyncio.ensure_future(track.capture(send))
     await asyncio.sleep(0.05)
-    assert not src.started and src.consumer is None and not got  # held: the microphone stays closed
+    assert not src.started and not got  # held: the microphone stays closed
+    await src.start()  # someone else opens it while the track is held: still nothing is sent
+    await asyncio.sleep(0.05)
+    assert not got
     track.release()
     deadline = time.monotonic() + 2
     while len(got) < 10:
