@@ -202,3 +202,34 @@ async def test_a_capture_consumer_gets_frames_in_the_callback_thread_and_nothing
     frame = await asyncio.wait_for(src.read(), 1)
     np.testing.assert_array_equal(frame, left[:960] + 1)
     assert len(got) == 2
+
+
+async def test_a_44k1_stereo_microphone_reaches_the_consumer_as_continuous_48k_frames() -> None:
+    """A kiosk's USB microphone at 44.1 kHz: the capture thread resamples and cuts 20 ms frames at 48 kHz
+    with no seam between them."""
+    import asyncio
+    import threading
+
+    src = devices.DeviceSource(None)
+    src.rate, src.channels = 44_100, 2
+    src._resampler = LinearResampler(44_100, 48_000)
+    src._loop = asyncio.get_running_loop()
+    frames: list[np.ndarray] = []
+    src.capture_to(lambda pcm, captured: frames.append(pcm))
+    t = np.arange(44_100) / 44_100
+    tone = (np.sin(2 * np.pi * 1000 * t) * 8000).astype(np.int16)
+    stereo = np.stack([tone, tone], axis=1).reshape(-1)
+
+    def portaudio() -> None:
+        for k in range(86):  # ~1 s in blocks of 512 frames (devices that insist on powers of two)
+            src._callback(memoryview(stereo[1024 * k : 1024 * (k + 1)].tobytes()), 512, None, None)
+
+    thread = threading.Thread(target=portaudio)
+    thread.start()
+    thread.join()
+    assert len(frames) in (49, 50) and all(len(f) == 960 for f in frames)  # 86 * 512 in = 49.9 frames out
+    audio = np.concatenate(frames).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert float(np.argmax(spectrum[1:]) + 1) * 48_000 / len(audio) == pytest.approx(1000, abs=5)
+    # a 1 kHz sine at 48 kHz moves at most 8000 * 2 * pi * 1000 / 48000 ~ 1047 per sample: no seams
+    assert np.abs(np.diff(audio)).max() < 1100
