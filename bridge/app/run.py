@@ -245,6 +245,7 @@ def _write_stats(
     if uplink_loss is not None:
         fields["uplink_loss"] = uplink_loss()
     fields["mic_dropped"] = getattr(source, "dropped", 0)
+    fields["mic_overflows"] = getattr(source, "input_overflows", 0)  # sound card input lost (callback late)
     fields["sink_underruns"] = getattr(sink, "underruns", 0)
     transcript.write("stats", **fields)
 
