@@ -30,7 +30,7 @@ from bridge.link import http as rest
 from bridge.link.base import RealtimeLink
 from bridge.link.webrtc import WebRTCLink
 from bridge.link.ws import WebSocketLink
-from bridge.media import describe, open_sink, open_source, resolve_device
+from bridge.media import open_sink, open_source, resolve_device
 from bridge.media.base import FRAME_MS, AudioSource
 from bridge.media.playout import PlayoutBuffer
 from bridge.media.track import MicTrack
@@ -62,38 +62,33 @@ def is_loopback(url: str) -> bool:
     return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
-class TimedSource:
+class TimedSource(AudioSource):
     """Wraps the mic so the runtime learns when the first frame left (the server timeline's origin)."""
 
     def __init__(self, source: AudioSource, on_frame: Any) -> None:
+        super().__init__()
         self._source = source
         self._on_frame = on_frame
         self._seen = False
-
-    @property
-    def dropped(self) -> int:
-        return self._source.dropped
+        self.has_capture_thread = source.has_capture_thread  # type: ignore[misc]
 
     async def start(self) -> None:
         await self._source.start()
 
-    async def read(self) -> np.ndarray:
-        frame = await self._source.read()
+    async def read_frame(self) -> tuple[np.ndarray, float]:
+        frame, captured = await self._source.read_frame()
+        self.dropped = self._source.dropped
         if not self._seen:
             self._seen = True
-            # the frame covers [t - 20 ms, t]; paced file sources know their first sample's time exactly
-            start = getattr(self._source, "start_mono", None)
-            self._on_frame(start if start is not None else time.monotonic() - FRAME_MS / 1000)
-        return frame
+            self._on_frame(captured - FRAME_MS / 1000)  # the frame covers [captured - 20 ms, captured]
+        return frame, captured
 
-    def capture_to(self, consumer: Any) -> bool:
-        """Forward :meth:`bridge.media.devices.DeviceSource.capture_to` (False when the source has no capture
-        thread); the first frame's capture time reaches the runtime on its loop."""
-        capture_to = getattr(self._source, "capture_to", None)
-        if capture_to is None:
-            return False
+    def capture_to(self, consumer: Any) -> None:
+        """Forward :meth:`bridge.media.devices.DeviceSource.capture_to`; the first frame's capture time
+        reaches the runtime on its loop."""
         if consumer is None:
-            return bool(capture_to(None))
+            self._source.capture_to(None)
+            return
         loop = asyncio.get_running_loop()
 
         def first_then(pcm: np.ndarray, captured: float) -> None:
@@ -102,7 +97,10 @@ class TimedSource:
                 loop.call_soon_threadsafe(self._on_frame, captured - FRAME_MS / 1000)
             consumer(pcm, captured)
 
-        return bool(capture_to(first_then))
+        self._source.capture_to(first_then)
+
+    def describe(self) -> dict[str, object]:
+        return self._source.describe()
 
     async def aclose(self) -> None:
         await self._source.aclose()
@@ -195,7 +193,7 @@ async def amain(args: argparse.Namespace) -> int:
         if args.transport == "ws" and not creds.token_url:
             await link.send({"type": "session.update", "session": {k: v for k, v in session.items() if k != "model"}})
         await source.start()  # idempotent; a no-op if the WebRTC sender already started it
-        devices = {"input": describe(raw_source), "output": describe(sink), **_device_times(raw_source, sink)}
+        devices = {"input": raw_source.describe(), "output": sink.describe(), **_device_times(raw_source, sink)}
         runtime.session_info.update(connect_ms=timings.steps, **devices)
         pumps = [link.pump_audio()]
         if args.ptt:
@@ -244,9 +242,12 @@ def _write_stats(
     uplink_loss = getattr(link, "uplink_loss", None)
     if uplink_loss is not None:
         fields["uplink_loss"] = uplink_loss()
-    fields["mic_dropped"] = getattr(source, "dropped", 0)
-    fields["mic_overflows"] = getattr(source, "input_overflows", 0)  # sound card input lost (callback late)
-    fields["sink_underruns"] = getattr(sink, "underruns", 0)
+    mic, speaker = source.stats(), sink.stats()
+    fields["mic_dropped"] = mic["dropped"]
+    fields["mic_overflows"] = mic.get("overflows", 0)  # sound card input lost (callback late)
+    fields["mic_errors"] = mic["errors"]
+    fields["sink_underruns"] = speaker.get("underruns", 0)
+    fields["sink_errors"] = speaker["errors"]
     transcript.write("stats", **fields)
 
 
@@ -263,7 +264,7 @@ def _device_times(source: Any, sink: Any) -> dict[str, float]:
     """Wall-clock time of each .wav file's first sample, to line recordings up with server logs."""
     out: dict[str, float] = {}
     for name, dev in (("input_start_unix", source), ("output_start_unix", sink)):
-        value = getattr(dev, "start_unix", None)
+        value = dev.start_unix
         if value:
             out[name] = round(float(value), 6)
     return out

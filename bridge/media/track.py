@@ -106,7 +106,6 @@ class MicTrack(MediaStreamTrack):
         the track stops or the source fails, like :meth:`next_frame`. ``send`` must not block or raise."""
         if self.readyState != "live":
             raise MediaStreamError
-        capture_to = getattr(self.source, "capture_to", None)
         index = 0
 
         def deliver(pcm: np.ndarray, captured: float) -> None:
@@ -119,14 +118,15 @@ class MicTrack(MediaStreamTrack):
 
         # The consumer goes in before the source can start (whoever starts it), so that the first frame
         # captured is the first frame sent: the server's input timeline starts there (``mic_t0``).
-        if capture_to is None or not capture_to(deliver):
+        if not self.source.has_capture_thread:
             return False
+        self.source.capture_to(deliver)
         try:
             await self._released.wait()
             while True:  # the pump queues nothing now: next_frame returns only by raising at the end
                 await self.next_frame()
         finally:
-            capture_to(None)
+            self.source.capture_to(None)
 
     async def recv(self) -> av.AudioFrame | av.Packet:
         pcm, index = await self.next_frame()
@@ -143,7 +143,7 @@ class MicTrack(MediaStreamTrack):
             while True:
                 pcm = await self.source.read()
                 # Frames the source itself dropped still take time: keep pts on the source's timeline.
-                dropped_by_source = getattr(self.source, "dropped", 0)
+                dropped_by_source = self.source.dropped
                 index = self._index + max(0, dropped_by_source - self._seen_source_drops)
                 self._seen_source_drops = dropped_by_source
                 if len(self._queue) >= self._max:

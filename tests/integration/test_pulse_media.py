@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bridge.media import DeviceSink, DeviceSource, PlayoutBuffer
-from bridge.media.devices import list_devices
+from bridge.media.portaudio import list_devices
 
 try:
     from tests.pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # noqa: F401
@@ -117,7 +117,7 @@ async def test_playout_through_device_sink_is_captured(pulse: Pulse, tmp_path: P
     assert span is not None, "nothing reached the speaker"
     assert (span[1] - span[0]) / RATE == pytest.approx(0.3, abs=0.01)
     assert dominant_hz(captured[span[0] : span[1]]) == pytest.approx(1000, abs=20)
-    assert sink.callback_errors == 0 and buf.counters.underruns == 0
+    assert sink.faults.count == 0 and buf.counters.underruns == 0
 
 
 async def test_flush_silences_the_real_device(pulse: Pulse, tmp_path: Path) -> None:  # noqa: F811

@@ -14,6 +14,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from bridge.errors import AudioError
+from bridge.media.base import AudioSource
 from bridge.media.paced import PacedSource
 from bridge.media.track import MicTrack
 
@@ -57,7 +58,7 @@ async def test_lagging_sender_drops_oldest_and_pts_follow_time() -> None:
 
 async def test_source_failure_ends_the_track() -> None:
     class Broken(PacedSource):
-        async def read(self) -> np.ndarray:
+        async def read_frame(self) -> tuple[np.ndarray, float]:
             raise AudioError("unplugged")
 
     track = MicTrack(Broken())
@@ -74,19 +75,18 @@ async def test_with_an_encoder_recv_returns_opus_packets_on_the_source_timeline(
     tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
     frames = [tone[i * 960 : (i + 1) * 960] for i in range(3)]
 
-    class Source:
-        dropped = 0
-
+    class Source(AudioSource):
         def __init__(self) -> None:
+            super().__init__()
             self.frames = list(frames)
 
         async def start(self) -> None:
             return None
 
-        async def read(self) -> np.ndarray:
+        async def read_frame(self) -> tuple[np.ndarray, float]:
             if not self.frames:
                 await asyncio.Event().wait()
-            return self.frames.pop(0)
+            return self.frames.pop(0), time.monotonic()
 
         async def aclose(self) -> None:
             return None
@@ -129,20 +129,21 @@ async def test_stopping_a_held_track_ends_its_pull() -> None:
     await track.aclose()
 
 
-class ThreadMic:
+class ThreadMic(AudioSource):
     """A source with a capture thread of its own, as DeviceSource has (PortAudio's): frame k is k + 1."""
 
+    has_capture_thread = True
+
     def __init__(self) -> None:
-        self.dropped = 0
+        super().__init__()
         self.started = False
         self.consumer: Any = None
         self.failed = asyncio.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def capture_to(self, consumer: Any) -> bool:
+    def capture_to(self, consumer: Any) -> None:
         self.consumer = consumer
-        return True
 
     async def start(self) -> None:  # idempotent, as DeviceSource.start is
         if not self.started:
@@ -157,7 +158,7 @@ class ThreadMic:
                 consumer(np.full(960, k + 1, np.int16), time.monotonic())
             k += 1
 
-    async def read(self) -> np.ndarray:  # capture mode queues nothing: read only reports the end
+    async def read_frame(self) -> tuple[np.ndarray, float]:  # capture mode queues nothing: only the end
         await self.failed.wait()
         raise AudioError("unplugged")
 
