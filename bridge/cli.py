@@ -24,7 +24,7 @@ COMMANDS = {
 }
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="talk to the model through the local microphone and speaker")
     p.add_argument("--transport", choices=["webrtc", "ws"], default="webrtc")
     p.add_argument("--input", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null")
@@ -50,7 +50,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
-def _add_emulate(sub: argparse._SubParsersAction) -> None:
+def _add_emulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("emulate", help="run the offline Realtime API emulator")
     p.add_argument("--host", default=EMULATOR_HOST)
     p.add_argument("--port", type=int, default=EMULATOR_PORT)
@@ -72,7 +72,7 @@ def _add_emulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="token server + browser client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -93,7 +93,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="latency lab: WebRTC vs WebSocket under network impairment")
     p.add_argument("--transports", default="webrtc,ws")
     p.add_argument("--profiles", default="clean")
@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
-    sub.add_parser("devices", help="list audio input and output devices")
+    devices = sub.add_parser("devices", help="list audio input and output devices")
+    devices.add_argument("-v", "--verbose", action="count", default=0)
     _add_emulate(sub)
     _add_serve(sub)
     _add_bench(sub)
@@ -129,7 +130,7 @@ def setup_logging(verbosity: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     load_env()
     args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "verbose", 0))
+    setup_logging(args.verbose)
     module_name, where = COMMANDS[args.command]
     try:
         module = importlib.import_module(module_name)

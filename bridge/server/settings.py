@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE
 from bridge.errors import ConfigError
-from bridge.protocol.session import default_turn_detection, realtime_session
+from bridge.protocol.session_config import default_turn_detection, realtime_session
 
 if TYPE_CHECKING:
     from bridge.agents.config import AgentSet

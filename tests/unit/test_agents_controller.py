@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,35 +17,19 @@ import pytest
 
 from bridge.agents import AgentController, load_agents
 from bridge.agents.config import HANDOFF_NOTE
-from bridge.link.scripted import ScriptedLink
-from bridge.media.playout import PlayoutBuffer
-from bridge.session import Runtime
-from bridge.transcript import TranscriptWriter
+from tests.helpers import Quiet, scripted_runtime, transcript_lines, until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
-
-
-class Quiet:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.errors: list[str] = []
-
-    def line(self, who: str, text: str) -> None:
-        self.lines.append((who, text))
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
 
 
 class Harness:
     def __init__(self, tmp_path: Path, agents_file: Path) -> None:
         self.agents = load_agents(agents_file)
         self.ctrl = AgentController(self.agents)
-        self.link = ScriptedLink("ws")
-        tw = TranscriptWriter(tmp_path / "t.jsonl")
-        tw.open()
-        self.console = Quiet()
-        self.rt = Runtime(self.link, PlayoutBuffer(), tw, self.console, tools=self.ctrl)
+        self.rt, self.link, _ = scripted_runtime(tmp_path, "ws", tools=self.ctrl)
+        console = self.rt.record.console
+        assert isinstance(console, Quiet)
+        self.console = console
         self.n = 0
 
     def emit(self, etype: str, **fields: Any) -> None:
@@ -71,14 +54,10 @@ class Harness:
         self.emit("response.done", response={"id": rid, "status": "completed", "output": []})
 
     async def until(self, pred: Any, timeout: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; sent: {self.link.sent_types()}")
-            await asyncio.sleep(0.005)
+        await until(pred, f"the client events (sent so far: {self.link.sent_types()})", timeout)
 
     def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.rt.transcript.path.read_text().splitlines()]
+        return transcript_lines(self.rt.record.transcript.path)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The runtime's barge-in and transcript logic over a scripted link, with the real PlayoutBuffer.
+"""A connection's runtime (barge-in, transcript order, malformed events) over a scripted link, with the
+real PlayoutBuffer.
 
 The "device" is the test calling ``playout.pull(480)`` (10 ms blocks at 48 kHz), so how much was played
 is exact and under the test's control.
@@ -6,46 +7,30 @@ is exact and under the test's control.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 
+from bridge.call.runtime import Runtime
+from bridge.link.base import Transport
 from bridge.link.scripted import ScriptedLink
 from bridge.media.playout import PlayoutBuffer
 from bridge.protocol import events as ev
 from bridge.protocol import pcm
-from bridge.session import Runtime
-from bridge.transcript import TranscriptWriter
+from tests.helpers import Quiet, scripted_runtime, transcript_lines
 
 BLOCK = 480  # 10 ms
 
 
-class Quiet:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.errors: list[str] = []
-
-    def line(self, who: str, text: str) -> None:
-        self.lines.append((who, text))
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-
-def make(tmp_path, transport: str = "ws", interrupt: bool = True) -> tuple[Runtime, ScriptedLink, PlayoutBuffer]:
-    link = ScriptedLink(transport)
-    playout = PlayoutBuffer()
-    tw = TranscriptWriter(tmp_path / "t.jsonl")
-    tw.open()
-    rt = Runtime(link, playout, tw, Quiet())
+def make(tmp_path, transport: Transport = "ws", interrupt: bool = True) -> tuple[Runtime, ScriptedLink, PlayoutBuffer]:
+    rt, link, playout = scripted_runtime(tmp_path, transport)
     rt.turns.interrupt_response = interrupt
     return rt, link, playout
 
 
 def lines(rt: Runtime) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in rt.transcript.path.read_text().splitlines()]
+    return transcript_lines(rt.transcript.path)
 
 
 async def feed(rt: Runtime, *events: dict[str, Any]) -> None:
@@ -291,7 +276,8 @@ async def test_errors_are_logged_and_benign_cancel_error_is_quiet(tmp_path) -> N
             },
         },
     )
-    assert rt.console.errors == ["invalid_value: bad"]  # type: ignore[attr-defined]
+    console = rt.record.console
+    assert isinstance(console, Quiet) and console.errors == ["invalid_value: bad"]
     assert [x["code"] for x in lines(rt) if x["kind"] == "error"] == ["response_cancel_not_active", "invalid_value"]
 
 
