@@ -110,16 +110,7 @@ class AgentController:
                 result = await run_tool(tool, call.arguments, clock=self._clock)
                 self.tool_calls += 1
                 self.tool_errors += 0 if result.ok else 1
-                runtime.transcript.write(
-                    "tool",
-                    agent=agent.name,
-                    name=call.name,
-                    call_id=call.call_id,
-                    arguments=_loads(call.arguments),
-                    result=_loads(result.output),
-                    ok=result.ok,
-                    duration_ms=result.duration_ms,
-                )
+                _record_tool(runtime, agent, call, _loads(result.output), result.ok, result.duration_ms)
                 runtime.console.line(
                     "tool", f"{call.name}({call.arguments}) -> {result.output} [{result.duration_ms:.0f} ms]"
                 )
@@ -130,18 +121,8 @@ class AgentController:
                 msg = f"tool {call.name!r} is not available to agent {agent.name!r}"
                 log.warning("%s", msg)
                 self.tool_errors += 1
-                output = json.dumps({"error": msg})
-                runtime.transcript.write(
-                    "tool",
-                    agent=agent.name,
-                    name=call.name,
-                    call_id=call.call_id,
-                    arguments=_loads(call.arguments),
-                    result={"error": msg},
-                    ok=False,
-                    duration_ms=0.0,
-                )
-                await _send_output(runtime, call.call_id, output)
+                _record_tool(runtime, agent, call, {"error": msg}, False, 0.0)
+                await _send_output(runtime, call.call_id, json.dumps({"error": msg}))
         finally:
             state.pending.discard(call.call_id)
         await self._continue(call.response_id, state, runtime)
@@ -187,6 +168,20 @@ class AgentController:
             while len(self._responses) > MAX_TRACKED_RESPONSES:
                 self._responses.popitem(last=False)
         return state
+
+
+def _record_tool(runtime: Runtime, agent: Agent, call: ev.FunctionCall, result: Any, ok: bool, ms: float) -> None:
+    """The transcript's ``tool`` line for one call."""
+    runtime.transcript.write(
+        "tool",
+        agent=agent.name,
+        name=call.name,
+        call_id=call.call_id,
+        arguments=_loads(call.arguments),
+        result=result,
+        ok=ok,
+        duration_ms=ms,
+    )
 
 
 async def _send_output(runtime: Runtime, call_id: str, output: str) -> None:

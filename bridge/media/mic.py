@@ -80,11 +80,15 @@ class MicRouter:
 
     # ---- delivery ---------------------------------------------------------------------------------------
 
-    def _captured(self, pcm: np.ndarray, captured: float) -> None:
-        """PortAudio's thread: taps, then the uplink here (thread-safe) or on the loop."""
+    def _arrived(self, pcm: np.ndarray, captured: float) -> None:
+        """A frame's first stop, in whichever thread it arrives: counted and shown to the taps."""
         self.frames += 1
         for tap in self._taps:
             tap(pcm, captured)
+
+    def _captured(self, pcm: np.ndarray, captured: float) -> None:
+        """PortAudio's thread: taps, then the uplink here (thread-safe) or on the loop."""
+        self._arrived(pcm, captured)
         uplink = self._uplink
         if uplink is None:
             self.unrouted += 1
@@ -100,9 +104,7 @@ class MicRouter:
         """The loop: a frame read here (``first_stop``), or hopped over from the capture thread; it goes to
         whichever uplink is attached now (a frame in flight during a switch is not lost)."""
         if first_stop:
-            self.frames += 1
-            for tap in self._taps:
-                tap(pcm, captured)
+            self._arrived(pcm, captured)
         uplink = self._uplink
         if uplink is None:
             self.unrouted += 1

@@ -8,6 +8,7 @@ a switch, tool output and errors, and the transcript's tool/handoff lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,14 +61,23 @@ class Harness:
         return transcript_lines(self.rt.record.transcript.path)
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path, EXAMPLES / "korean" / "agents.toml")
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, agents_file: Path) -> AsyncIterator[Harness]:
+    """A harness whose runtime runs (session created) for the duration of the block."""
+    harness = Harness(tmp_path, agents_file)
     harness.emit("session.created", session={"id": "sess_1", "model": "gpt-realtime", "audio": {}})
     task = asyncio.create_task(harness.rt.run())
-    yield harness
-    harness.link.end()
-    await asyncio.wait_for(task, 2)
+    try:
+        yield harness
+    finally:
+        harness.link.end()
+        await asyncio.wait_for(task, 2)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running(tmp_path, EXAMPLES / "korean" / "agents.toml") as harness:
+        yield harness
 
 
 async def test_handoff_order_and_new_agent_config(h: Harness) -> None:
@@ -181,10 +191,7 @@ async def test_on_event_hook_tracks_responses(h: Harness) -> None:
 
 
 async def test_english_example_front_desk_to_weather(tmp_path: Path) -> None:
-    h = Harness(tmp_path, EXAMPLES / "weather" / "agents.toml")
-    h.emit("session.created", session={"id": "sess_1", "model": "gpt-realtime", "audio": {}})
-    task = asyncio.create_task(h.rt.run())
-    try:
+    async with running(tmp_path, EXAMPLES / "weather" / "agents.toml") as h:
         h.response("resp_1")
         h.call("resp_1", "transfer_to_weather", {"reason": "asks about Paris weather"}, "call_a")
         h.done("resp_1")
@@ -198,9 +205,6 @@ async def test_english_example_front_desk_to_weather(tmp_path: Path) -> None:
         await h.until(lambda: h.link.sent_types().count("response.create") == 2)
         result = json.loads(h.link.sent[-2]["item"]["output"])
         assert result["city"] == "Paris" and result["unit"] == "celsius"
-    finally:
-        h.link.end()
-        await asyncio.wait_for(task, 2)
 
 
 async def test_handoff_back_clears_the_transcription_language(h: Harness) -> None:

@@ -43,7 +43,8 @@ def tone_b64(ms: int) -> str:
     return pcm.b64encode((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).tobytes())
 
 
-async def start_reply(rt: Runtime, item: str = "item_a", audio_ms: int = 2000) -> None:
+async def reply_announced(rt: Runtime, item: str = "item_a") -> None:
+    """``response.created`` + ``response.output_item.added`` (an assistant message) for resp_1."""
     await feed(
         rt,
         {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
@@ -53,6 +54,13 @@ async def start_reply(rt: Runtime, item: str = "item_a", audio_ms: int = 2000) -
             "output_index": 0,
             "item": {"id": item, "type": "message", "role": "assistant", "content": []},
         },
+    )
+
+
+async def start_reply(rt: Runtime, item: str = "item_a", audio_ms: int = 2000) -> None:
+    await reply_announced(rt, item)
+    await feed(
+        rt,
         {
             "type": "conversation.item.added",
             "previous_item_id": None,
@@ -180,16 +188,7 @@ async def test_interrupted_turn_in_transcript_with_heard_text(tmp_path) -> None:
 
 async def test_webrtc_bargein_gates_inflight_audio_and_measures_truncate_gap(tmp_path) -> None:
     rt, link, playout = make(tmp_path, transport="webrtc")
-    await feed(
-        rt,
-        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
-        {
-            "type": "response.output_item.added",
-            "response_id": "resp_1",
-            "output_index": 0,
-            "item": {"id": "item_a", "type": "message", "role": "assistant", "content": []},
-        },
-    )
+    await reply_announced(rt)
     frame = (np.ones(960) * 1000).astype(np.int16)
     for _ in range(3):
         rt.on_remote_audio(frame)
