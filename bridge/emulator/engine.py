@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import binascii
 import copy
-import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from bridge.emulator.behaviours.base import Behaviour
+from bridge.emulator.client_events import RESPONSE_FIELDS, Transport, check_envelope, decode_frame, event_id_of
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.conversation import Conversation
 from bridge.emulator.engine_parts import (
@@ -39,49 +39,27 @@ from bridge.emulator.engine_parts import (
     ResponseState,
     normalise_item,
 )
+from bridge.emulator.input_audio import MIN_COMMIT_MS, InputAudio, Segment
 from bridge.emulator.log import EventLog
 from bridge.emulator.responses import ResponseGeneration
-from bridge.emulator.session import SessionError, merge_session
-from bridge.emulator.vad import ServerVad, SpeechStarted
+from bridge.emulator.session_config import SessionError, merge_session
 from bridge.protocol import ids
 from bridge.protocol.pcm import BYTES_PER_MS, b64decode
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
-Transport = Literal["websocket", "webrtc"]
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 BACKLOG_MAX = 1000
-MIN_COMMIT_MS = 100  # PROTOCOL.md 6
-CLIENT_FIELDS: dict[str, frozenset[str]] = {
-    "session.update": frozenset({"session"}),
-    "input_audio_buffer.append": frozenset({"audio"}),
-    "input_audio_buffer.commit": frozenset(),
-    "input_audio_buffer.clear": frozenset(),
-    "output_audio_buffer.clear": frozenset(),
-    "conversation.item.create": frozenset({"item", "previous_item_id"}),
-    "conversation.item.retrieve": frozenset({"item_id"}),
-    "conversation.item.truncate": frozenset({"item_id", "content_index", "audio_end_ms"}),
-    "conversation.item.delete": frozenset({"item_id"}),
-    "response.create": frozenset({"response"}),
-    "response.cancel": frozenset({"response_id"}),
-}
-RESPONSE_FIELDS = frozenset(
-    {
-        "audio",
-        "conversation",
-        "input",
-        "instructions",
-        "max_output_tokens",
-        "metadata",
-        "output_modalities",
-        "parallel_tool_calls",
-        "prompt",
-        "reasoning",
-        "tool_choice",
-        "tools",
-    }
-)
+MAX_APPEND_BYTES = 15 * 1024 * 1024  # PROTOCOL.md 3: at most 15 MiB per append
+
+
+def _undecoded(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any]:
+    """What the log shows of a frame that never became an event."""
+    if isinstance(data, bytes | bytearray):
+        return {"binary": len(data)}
+    return {"raw": str(data)[:200]}
 
 
 class Engine(ResponseGeneration):
@@ -93,7 +71,7 @@ class Engine(ResponseGeneration):
         session: dict[str, Any],
         behaviour: Behaviour,
         *,
-        transport: Transport = "websocket",
+        transport: Transport = "ws",
         log_sink: EventLog | None = None,
     ) -> None:
         self.config = config
@@ -108,11 +86,8 @@ class Engine(ResponseGeneration):
         self.backlog_dropped = 0
         self._had_listener = False
         self.conversation = Conversation()
-        self._buffer = bytearray()
-        self._buffer_start_ms = 0.0  # input timeline position of _buffer[0]
-        self._vad: ServerVad | None = None
+        self._input = InputAudio()
         self._speech_item: str | None = None
-        self._speech_start_ms = 0
         self._response: ResponseState | None = None  # the active default-conversation response
         self._last_response: ResponseState | None = None
         self._playing: ResponseState | None = None  # WebRTC: response whose audio is in the AudioOut
@@ -130,6 +105,19 @@ class Engine(ResponseGeneration):
         self.close_code = 1000
         self.close_reason = ""
         self._started = False
+        self._handlers: dict[str, Handler] = {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_input_audio_buffer_append,
+            "input_audio_buffer.commit": self._on_input_audio_buffer_commit,
+            "input_audio_buffer.clear": self._on_input_audio_buffer_clear,
+            "output_audio_buffer.clear": self._on_output_audio_buffer_clear,
+            "conversation.item.create": self._on_conversation_item_create,
+            "conversation.item.retrieve": self._on_conversation_item_retrieve,
+            "conversation.item.truncate": self._on_conversation_item_truncate,
+            "conversation.item.delete": self._on_conversation_item_delete,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+        }
         self._configure_vad()
 
     # ------------------------------------------------------------------ transport API
@@ -209,43 +197,16 @@ class Engine(ResponseGeneration):
         """One client event from any transport. Errors are ``error`` events, never exceptions."""
         if self._closed.is_set():
             return
-        if isinstance(data, bytes | bytearray):
-            self._record("in", {"binary": len(data)}, via)
-            self._error("invalid_event", "Expected a text WebSocket message; binary frames are not supported.")
-            return
-        if isinstance(data, str):
-            try:
-                event = json.loads(data)
-            except ValueError as exc:
-                self._record("in", {"raw": data[:200]}, via)
-                self._error("invalid_json", f"Invalid JSON in event: {exc.msg} (line {exc.lineno} column {exc.colno}).")
-                return
-        else:
-            event = data
-        self._record("in", event, via)
-        event_id = event.get("event_id") if isinstance(event, dict) else None
+        event: Any = None
         try:
-            await self._dispatch(event)
+            event = decode_frame(data)
+            self._record("in", event, via)
+            event = check_envelope(event, self.transport)
+            await self._handlers[event["type"]](event)
         except ClientError as err:
-            self._error(err.code, err.message, err.param, event_id if isinstance(event_id, str) else None)
-
-    async def _dispatch(self, event: Any) -> None:
-        if not isinstance(event, dict):
-            raise ClientError("invalid_event", "Expected an event object.")
-        etype = event.get("type")
-        if etype is None:
-            raise ClientError("invalid_event", "The 'type' field is missing.")
-        allowed = CLIENT_FIELDS.get(etype) if isinstance(etype, str) else None
-        if etype == "output_audio_buffer.clear" and self.transport != "webrtc":
-            allowed = None  # PROTOCOL.md 4.2: absent from the WS type list
-        if allowed is None:
-            names = ", ".join(f"'{t}'" for t in CLIENT_FIELDS if t != "output_audio_buffer.clear")
-            raise ClientError("invalid_value", f"Invalid value: '{etype}'. Supported values are: {names}.", "type")
-        for key in event:
-            if key not in allowed and key not in ("type", "event_id"):
-                raise ClientError("unknown_parameter", f"Unknown parameter: '{key}'.", key)
-        handler = getattr(self, "_on_" + etype.replace(".", "_"))
-        await handler(event)
+            if event is None:
+                self._record("in", _undecoded(data), via)
+            self._error(err.code, err.message, err.param, event_id_of(event))
 
     async def _on_session_update(self, event: dict[str, Any]) -> None:
         if "session" not in event:
@@ -265,31 +226,26 @@ class Engine(ResponseGeneration):
             pcm = b64decode(audio)
         except (binascii.Error, ValueError):
             raise ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio.", "audio") from None
-        if len(pcm) > 15 * 1024 * 1024:
+        if len(pcm) > MAX_APPEND_BYTES:
             raise ClientError("invalid_value", "Audio chunk too large: at most 15 MiB per append.", "audio")
         self.feed_input_audio(pcm)
 
     async def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
-        ms = len(self._buffer) / BYTES_PER_MS
+        ms = self._input.buffered_ms
         if ms < MIN_COMMIT_MS:
             raise ClientError(
                 "input_audio_buffer_commit_empty",
                 "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
                 f"but buffer only has {ms:.2f}ms of audio.",
             )
-        pcm = bytes(self._buffer)
-        self._advance_buffer(len(pcm))
-        if self._speech_item is not None and self._vad is not None:
-            self._vad.speaking = False
+        pcm = self._input.take_all()
         item_id, self._speech_item = self._speech_item or ids.item_id(), None
         self._commit_user_audio(pcm, item_id)
         if self._echo is not None:
             self._finish_echo()
 
     async def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        self._advance_buffer(len(self._buffer))
-        if self._vad is not None:
-            self._vad.speaking = False
+        self._input.clear()
         self._speech_item = None
         self._emit("input_audio_buffer.cleared")
 
@@ -387,68 +343,38 @@ class Engine(ResponseGeneration):
         """User audio, PCM16 24 kHz mono (WS: decoded appends; WebRTC: decoded, downmixed, resampled)."""
         if self._closed.is_set() or not pcm24:
             return
-        if self.behaviour.name == "echo" and self._audio_out is None:
+        echo = self.behaviour.echoes_input
+        if echo and self._audio_out is None:
             self._echo_audio(pcm24)
-        self._buffer.extend(pcm24)
-        if self._vad is None:
-            return
-        td = self.session["audio"]["input"]["turn_detection"]
-        for ev in self._vad.process(pcm24):
-            if isinstance(ev, SpeechStarted):
-                self._speech_item = ids.item_id()
-                self._speech_start_ms = ev.audio_start_ms
-                self._emit(
-                    "input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=self._speech_item
-                )
-                if td.get("interrupt_response", True) and self.behaviour.name != "echo":
-                    self._barge_in()
-            else:
-                item_id = self._speech_item or ids.item_id()
-                self._speech_item = None
-                self._emit("input_audio_buffer.speech_stopped", audio_end_ms=ev.audio_end_ms, item_id=item_id)
-                pcm = self._take_segment(self._speech_start_ms, ev.audio_end_ms)
-                self._commit_user_audio(pcm, item_id)
-                if self._echo is not None:
-                    self._finish_echo()
-                elif td.get("create_response", True) and self._response is None:
-                    if not (self.behaviour.name == "echo" and self._audio_out is not None):
-                        self._start_response({}, True)
+        td = self.session["audio"]["input"]["turn_detection"] or {}
+        for ev in self._input.feed(pcm24):
+            if isinstance(ev, Segment):
+                self._on_speech_stopped(ev, td, echo)
+                continue
+            self._speech_item = ids.item_id()
+            self._emit("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=self._speech_item)
+            if td.get("interrupt_response", True) and not echo:
+                self._barge_in()
+
+    def _on_speech_stopped(self, turn: Segment, td: dict[str, Any], echo: bool) -> None:
+        item_id = self._speech_item or ids.item_id()
+        self._speech_item = None
+        self._emit("input_audio_buffer.speech_stopped", audio_end_ms=turn.end_ms, item_id=item_id)
+        self._commit_user_audio(turn.pcm, item_id)
+        if self._echo is not None:
+            self._finish_echo()
+        elif td.get("create_response", True) and self._response is None:
+            # echo over WebRTC: the transport already sent the audio back; no reply of its own
+            if not (echo and self._audio_out is not None):
+                self._start_response({}, True)
 
     def _configure_vad(self) -> None:
-        td = self.session["audio"]["input"]["turn_detection"]
-        if td is None:
-            self._vad = None
-            return
-        threshold = td.get("threshold", 0.5)
-        padding = td.get("prefix_padding_ms", 300)
-        silence = td.get("silence_duration_ms", 200)
-        if td.get("type") == "semantic_vad":  # no knobs: approximate "auto" eagerness with a longer pause
-            threshold, padding, silence = 0.5, 300, 500
-        if self._vad is None:
-            # A VAD turned on mid-session starts at the current input position.
-            now_ms = int(self._buffer_start_ms + len(self._buffer) / BYTES_PER_MS)
-            self._vad = ServerVad(threshold, padding, silence, start_ms=now_ms)
-        else:
-            self._vad.configure(threshold, padding, silence)
-
-    def _advance_buffer(self, nbytes: int) -> None:
-        del self._buffer[:nbytes]
-        self._buffer_start_ms += nbytes / BYTES_PER_MS
-        if self._vad is not None:
-            self._vad.reset_floor(int(self._buffer_start_ms))
-
-    def _take_segment(self, start_ms: int, end_ms: int) -> bytes:
-        """Audio [start_ms, end_ms) of the input timeline; everything before end_ms leaves the buffer."""
-        start = max(0, int((start_ms - self._buffer_start_ms) * BYTES_PER_MS) // 2 * 2)
-        end = max(0, int((end_ms - self._buffer_start_ms) * BYTES_PER_MS) // 2 * 2)
-        pcm = bytes(self._buffer[start:end])
-        self._advance_buffer(min(end, len(self._buffer)))
-        return pcm
+        self._input.configure(self.session["audio"]["input"]["turn_detection"])
 
     def _commit_user_audio(self, pcm: bytes, item_id: str) -> None:
         previous = self.conversation.last_id()
         self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item = {
+        item: dict[str, Any] = {
             "id": item_id,
             "type": "message",
             "object": "realtime.item",

@@ -18,6 +18,7 @@ from bridge.emulator.behaviours.base import Behaviour, FunctionCall, Reply, Turn
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.conversation import Conversation
 from bridge.emulator.engine_parts import (
+    AudioOut,
     ResponseState,
     response_usage,
     split_words,
@@ -31,11 +32,27 @@ log = logging.getLogger(__name__)
 class ResponseGeneration:
     """Mixed into :class:`bridge.emulator.engine.Engine`."""
 
-    # attributes provided by Engine (declared for readers and linters)
+    # state owned by Engine (declared for readers and the type checker)
     session: dict[str, Any]
     config: EmulatorConfig
     behaviour: Behaviour
     conversation: Conversation
+    conversation_id: str
+    _response: ResponseState | None  # the active default-conversation response
+    _last_response: ResponseState | None
+    _playing: ResponseState | None  # WebRTC: response whose audio is in the AudioOut
+    _echo: ResponseState | None
+    _echo_item: dict[str, Any] | None
+    _echo_index: int
+    _echo_prev: str | None
+    _responses: int
+    _voice_locked: bool
+    _audio_out: AudioOut | None
+    _truncated: set[str]
+    _tasks: set[asyncio.Task[None]]
+
+    def _emit(self, etype: str, **fields: Any) -> None:
+        raise NotImplementedError  # Engine._emit
 
     # ------------------------------------------------------------------ responses
     def _start_response(self, params: dict[str, Any], in_conversation: bool) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bridge.emulator.auth import bearer, invalid_key_error
-from bridge.emulator.session import SessionError, default_session, merge_session
+from bridge.emulator.session_config import SessionError, default_session, merge_session
 from bridge.emulator.state import STATE, EmulatorState
 
 log = logging.getLogger(__name__)

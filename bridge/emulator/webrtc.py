@@ -114,8 +114,8 @@ class ReplyOut:
         """The next 20 ms of reply audio for the wire, or None (the track sends silence)."""
         if self._stop_due is not None:
             # The last frame's 20 ms have now been on the wire: the buffer is drained.
-            rid, self._stop_due = self._stop_due, None
-            self._engine.on_output_stopped(rid)
+            stopped, self._stop_due = self._stop_due, None
+            self._engine.on_output_stopped(stopped)
         rid = self._response_id
         if rid is None:
             return None
@@ -144,7 +144,7 @@ class RtcCall:
         self.engine = engine
         self.config = config
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.echo = getattr(engine.behaviour, "name", "") == "echo"
+        self.echo = engine.behaviour.echoes_input
         self.out = ReplyOut(engine)
         self.track = PacedAudioTrack(self.out.pull, live=self.echo)
         self.receiver = AudioReceiver(self._on_audio)

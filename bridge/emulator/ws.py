@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.emulator.auth import bearer, invalid_key_error
 from bridge.emulator.engine import Engine
-from bridge.emulator.session import default_session, merge_session
+from bridge.emulator.session_config import default_session, merge_session
 from bridge.emulator.state import STATE, EmulatorState
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ async def _reject(
     ws: web.WebSocketResponse, state: EmulatorState, error: dict[str, Any], code: int, reason: str
 ) -> web.WebSocketResponse:
     text = _error_event(error)
-    state.log.record("out", "websocket", None, json.loads(text))
+    state.log.record("out", "ws", None, json.loads(text))
     await ws.send_str(text)
     await ws.close(code=code, message=reason.encode())
     return ws
@@ -112,7 +112,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, state: Emulato
             "message": f"Model '{model}' is not supported in realtime mode.",
         }
         return await _reject(ws, state, err, 4000, "invalid_request_error.invalid_model")
-    engine = state.new_engine(session, "websocket")
+    engine = state.new_engine(session, "ws")
     try:
         await _pump(ws, engine, via=None, first=None, start=True)
     finally:

@@ -17,7 +17,7 @@ import openai
 import pytest
 from spec_oracle import assert_valid_server_events
 
-from bridge.emulator.session import default_session
+from bridge.emulator.session_config import default_session
 from bridge.emulator.testing import RunningEmulator, running_emulator
 
 

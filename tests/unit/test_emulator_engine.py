@@ -17,7 +17,7 @@ from spec_oracle import assert_valid_server_events
 from bridge.emulator.behaviours import load_behaviour
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.engine import Engine
-from bridge.emulator.session import default_session
+from bridge.emulator.session_config import default_session
 
 RATE = 24_000
 PCM16K = {"type": "audio/pcm", "rate": 16000}
@@ -92,7 +92,7 @@ class FakeOut:
         return self.sent_ms
 
 
-def make(behaviour: str = "tone", transport: str = "websocket", **cfg: Any) -> Engine:
+def make(behaviour: str = "tone", transport: str = "ws", **cfg: Any) -> Engine:
     config = EmulatorConfig(**{"think_ms": 0, "speed": 50.0, "reply_seconds": 0.5, **cfg})
     return Engine(config, default_session("gpt-realtime"), load_behaviour(behaviour, config.reply_seconds),
                   transport=transport)  # fmt: skip

@@ -50,9 +50,14 @@ class Reply:
 
 
 class Behaviour(Protocol):
-    """Decides what the "model" answers. ``name == "echo"`` tells transports to loop audio back."""
+    """Decides what the "model" answers.
+
+    ``echoes_input``: the user's audio goes straight back out (WS: as output deltas of one open response;
+    WebRTC: relayed by the transport), VAD does not barge in and no reply is generated on its own.
+    """
 
     name: str
+    echoes_input: bool
 
     async def reply(self, turn: Turn) -> Reply: ...
 

@@ -62,6 +62,7 @@ def parse_wav(blob: bytes) -> tuple[int, bytes]:
 
 class SpeechBehaviour:
     name = "speech"
+    echoes_input = False
 
     def __init__(self, seconds: float = 2.0) -> None:
         self.seconds = seconds

@@ -7,6 +7,7 @@ from bridge.emulator.behaviours.base import Reply, Turn, default_transcript, ton
 
 class ToneBehaviour:
     name = "tone"
+    echoes_input = False
 
     def __init__(self, seconds: float = 2.0) -> None:
         self.seconds = seconds
