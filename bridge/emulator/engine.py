@@ -39,7 +39,9 @@ from bridge.emulator.engine_parts import (
     ResponseState,
     normalise_item,
 )
+from bridge.emulator.faults import Switches
 from bridge.emulator.input_audio import MIN_COMMIT_MS, InputAudio, Segment
+from bridge.emulator.lifetime import Lifetime
 from bridge.emulator.log import EventLog
 from bridge.emulator.responses import ResponseGeneration
 from bridge.emulator.session_config import SessionError, merge_session
@@ -73,8 +75,10 @@ class Engine(ResponseGeneration):
         *,
         transport: Transport = "ws",
         log_sink: EventLog | None = None,
+        switches: Switches | None = None,
     ) -> None:
         self.config = config
+        self.switches = switches or Switches()
         self.session = copy.deepcopy(session)
         self.behaviour = behaviour
         self.transport: Transport = transport
@@ -101,9 +105,11 @@ class Engine(ResponseGeneration):
         self._truncated: set[str] = set()  # assistant items whose transcript was dropped
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None
-        self._closed = asyncio.Event()
-        self.close_code = 1000
-        self.close_reason = ""
+        self.lifetime = Lifetime()
+        self.stalled_events_dropped = 0  # events the session "said" while stalled (never sent)
+        self.call_id: str | None = None  # set by the WebRTC transport
+        self.created_at = config.clock()
+        self.sidebands = 0  # sideband WebSockets attached right now (?call_id=)
         self._started = False
         self._handlers: dict[str, Handler] = {
             "session.update": self._on_session_update,
@@ -129,7 +135,7 @@ class Engine(ResponseGeneration):
         now = self.config.clock()
         self.session["expires_at"] = int(now + self.config.session_max_seconds)
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(self.config.session_max_seconds, self._expire)
+        self._expiry = loop.call_later(self.config.session_max_seconds, self.expire)
         self._emit("session.created", session=copy.deepcopy(self.session))
 
     def add_listener(self, fn: Listener, *, backlog: bool = True) -> None:
@@ -156,17 +162,28 @@ class Engine(ResponseGeneration):
         self._audio_out = out
         self.transport = "webrtc"
 
+    def heard_text(self, item_id: str) -> str | None:
+        """What the "model" understood of a user audio item (whether or not transcription is on)."""
+        return self.conversation.heard.get(item_id)
+
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self.lifetime.closed
+
+    @property
+    def close_code(self) -> int:
+        return self.lifetime.code
+
+    @property
+    def close_reason(self) -> str:
+        return self.lifetime.reason
 
     async def wait_closed(self) -> tuple[int, str]:
-        await self._closed.wait()
-        return self.close_code, self.close_reason
+        return await self.lifetime.wait_closed()
 
     async def aclose(self) -> None:
         """Stop every response task and mark the session closed. Idempotent."""
-        self._close(self.close_code if self._closed.is_set() else 1000, self.close_reason)
+        self._close(1000, "")
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -195,7 +212,7 @@ class Engine(ResponseGeneration):
     # ------------------------------------------------------------------ client events
     async def handle_client_event(self, data: str | bytes | dict[str, Any], *, via: str | None = None) -> None:
         """One client event from any transport. Errors are ``error`` events, never exceptions."""
-        if self._closed.is_set():
+        if self.lifetime.closed or self.lifetime.stalled:
             return
         event: Any = None
         try:
@@ -272,6 +289,8 @@ class Engine(ResponseGeneration):
         )
         if audio is not None:
             self.conversation.audio[item["id"]] = audio
+        if item.get("role") == "assistant":
+            self.conversation.seeded_assistant_text.add(item["id"])  # the text-only trap (faults.py)
         self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
         self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
 
@@ -341,7 +360,7 @@ class Engine(ResponseGeneration):
     # ------------------------------------------------------------------ input audio
     def feed_input_audio(self, pcm24: bytes) -> None:
         """User audio, PCM16 24 kHz mono (WS: decoded appends; WebRTC: decoded, downmixed, resampled)."""
-        if self._closed.is_set() or not pcm24:
+        if self.lifetime.closed or self.lifetime.stalled or not pcm24:
             return
         echo = self.behaviour.echoes_input
         if echo and self._audio_out is None:
@@ -384,10 +403,11 @@ class Engine(ResponseGeneration):
         }
         self.conversation.insert(item)
         self.conversation.audio[item_id] = pcm
+        self.conversation.heard[item_id] = self.behaviour.transcribe(pcm, self._responses)
         self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
         self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
         if self.session["audio"]["input"].get("transcription") is not None:
-            text = self.behaviour.transcribe(pcm, self._responses)
+            text = self.conversation.heard[item_id]
             item["content"][0]["transcript"] = text
             self._emit(
                 "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text
@@ -447,6 +467,9 @@ class Engine(ResponseGeneration):
 
     # ------------------------------------------------------------------ emission
     def _emit(self, etype: str, **fields: Any) -> None:
+        if self.lifetime.stalled:
+            self.stalled_events_dropped += 1
+            return
         event = {"type": etype, "event_id": ids.event_id(), **fields}
         self._record("out", event)
         if not self._had_listener:
@@ -480,30 +503,34 @@ class Engine(ResponseGeneration):
         if self._log is not None:
             self._log.record(direction, via or self.transport, self.id, event)
 
-    # ------------------------------------------------------------------ lifetime
-    def _expire(self) -> None:
+    # ------------------------------------------------------------------ lifetime and faults
+    def expire(self) -> None:
+        """The maximum session length is reached: ``session_expired``, then close 1001 (PROTOCOL.md 6)."""
         minutes = self.config.session_max_seconds / 60
         shown = f"{minutes:g}" if minutes >= 1 else f"{minutes:.3g}"
         message = f"Your session hit the maximum duration of {shown} minutes."
-        self._emit(
-            "error",
-            error={
-                "type": "invalid_request_error",
-                "code": "session_expired",
-                "message": message,
-                "param": None,
-                "event_id": None,
-            },
-        )
+        self.inject_error("session_expired", message)
         for resp in (self._response, self._echo):
             if resp is not None:
                 self._cancel(resp, "client_cancelled")
         self._close(1001, message)
 
-    def _close(self, code: int, reason: str) -> None:
-        if self._closed.is_set():
-            return
-        self.close_code, self.close_reason = code, reason
-        if self._expiry is not None:
+    def inject_error(self, code: str | None, message: str, etype: str = "invalid_request_error") -> None:
+        """An ``error`` event the client did not cause (a fault); the session goes on unless closed after."""
+        self._emit("error", error={"type": etype, "code": code, "message": message, "param": None, "event_id": None})
+
+    def close(self, code: int, reason: str) -> None:
+        """End the session with a goodbye: transports flush, then close with ``code`` (see lifetime.py)."""
+        self._close(code, reason)
+
+    def drop(self) -> None:
+        """End the session with no goodbye: the transport resets the connection (see lifetime.py)."""
+        self._close(1006, "dropped", abrupt=True)
+
+    def stall(self) -> None:
+        """Go silent without closing (see lifetime.py)."""
+        self.lifetime.stall()
+
+    def _close(self, code: int, reason: str, *, abrupt: bool = False) -> None:
+        if self.lifetime.end(code, reason, abrupt=abrupt) and self._expiry is not None:
             self._expiry.cancel()
-        self._closed.set()

@@ -23,6 +23,7 @@ from bridge.emulator.engine_parts import (
     response_usage,
     split_words,
 )
+from bridge.emulator.faults import Switches
 from bridge.protocol import ids
 from bridge.protocol.pcm import BYTES_PER_MS, b64encode
 
@@ -38,6 +39,7 @@ class ResponseGeneration:
     behaviour: Behaviour
     conversation: Conversation
     conversation_id: str
+    switches: Switches
     _response: ResponseState | None  # the active default-conversation response
     _last_response: ResponseState | None
     _playing: ResponseState | None  # WebRTC: response whose audio is in the AudioOut
@@ -57,10 +59,13 @@ class ResponseGeneration:
     # ------------------------------------------------------------------ responses
     def _start_response(self, params: dict[str, Any], in_conversation: bool) -> None:
         out_cfg = self.session["audio"]["output"]
+        modalities = list(params.get("output_modalities") or self.session["output_modalities"])
+        if self.switches.text_only and "output_modalities" not in params and self.conversation.seeded_assistant_text:
+            modalities = ["text"]  # the opt-in trap: seeded with assistant text, it answers in text (faults.py)
         resp = ResponseState(
             id=ids.response_id(),
             conversation=in_conversation,
-            modalities=list(params.get("output_modalities") or self.session["output_modalities"]),
+            modalities=modalities,
             metadata=params.get("metadata"),
             voice=(params.get("audio") or {}).get("output", {}).get("voice", out_cfg["voice"]),
             fmt=out_cfg["format"],
@@ -95,7 +100,7 @@ class ResponseGeneration:
                         user_text = part.get("transcript")
                         audio_ms = len(self.conversation.audio.get(item["id"], b"")) / BYTES_PER_MS
                 break
-        return Turn(self._responses, user_text, audio_ms, last_type, items)
+        return Turn(self._responses, user_text, audio_ms, last_type, self.conversation.as_heard())
 
     async def _sleep(self, resp: ResponseState, seconds: float) -> bool:
         """Wait ``seconds`` unless the response is cancelled first; True if cancelled."""

@@ -1,4 +1,5 @@
-"""REST routes: client secrets, WebRTC calls, hangup (PROTOCOL.md 1.1, 2.1, 2.4)."""
+"""REST routes: client secrets, WebRTC calls, hangup (PROTOCOL.md 1.1, 2.1, 2.4), and the beta-era
+endpoints failing as the real service fails since the beta shut-down (PROTOCOL.md top, 1.2, 2.2, 5)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bridge.emulator.auth import bearer, invalid_key_error
-from bridge.emulator.session_config import SessionError, default_session, merge_session
+from bridge.emulator.faults import REFUSAL_HEADERS, refusal_body
+from bridge.emulator.session_config import (
+    SessionError,
+    check_model,
+    default_session,
+    default_transcription_session,
+    merge_session,
+    session_from_secret,
+)
 from bridge.emulator.state import STATE, EmulatorState
 
 log = logging.getLogger(__name__)
@@ -27,22 +36,54 @@ def unauthorized(key: str | None) -> web.Response:
     return web.json_response({"error": invalid_key_error(key)}, status=401)
 
 
+BETA_MESSAGE = "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API."
+
+
+def beta_disabled() -> web.Response:
+    """The beta shape's answer since 2026-05-12: HTTP 400 ``beta_api_shape_disabled`` (PROTOCOL.md top)."""
+    return error_response(400, BETA_MESSAGE, "beta_api_shape_disabled")
+
+
+async def beta_endpoint(request: web.Request) -> web.Response:
+    """``POST /v1/realtime?model=`` (beta SDP), ``/v1/realtime/sessions``, ``/v1/realtime/transcription_sessions``."""
+    return beta_disabled()
+
+
+def refused(state: EmulatorState, model: str | None = None) -> web.Response | None:
+    """The refusal fault's answer (HTTP 500 / 429) while it lasts, else None."""
+    status = state.switches.refusing()
+    if status is None:
+        return None
+    body = refusal_body(status, model or state.config.default_model)
+    return web.json_response(body, status=status, headers=REFUSAL_HEADERS[status])
+
+
 def _session_for(state: EmulatorState, request_session: Any) -> dict[str, Any]:
-    """A full session object from a ``RealtimeSessionCreateRequestGA`` (raises SessionError)."""
+    """A full session object from a ``RealtimeSessionCreateRequestGA`` or the transcription one (raises
+    SessionError); the model rule is the WS's ``?model=`` rule (PROTOCOL.md 3)."""
     if request_session is None:
         return default_session(state.config.default_model)
     if not isinstance(request_session, dict):
         raise SessionError("invalid_type", "Invalid type for 'session': expected an object.", "session")
+    if request_session.get("type") == "transcription":
+        return merge_session(default_transcription_session(), request_session)
     model = request_session.get("model", state.config.default_model)
+    if isinstance(model, str):
+        check_model(model)
     base = default_session(model if isinstance(model, str) else state.config.default_model)
-    return merge_session(base, {"type": "realtime", **request_session, "model": base["model"]})
+    return merge_session(base, request_session, new=True)
 
 
 async def client_secrets(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if "OpenAI-Beta" in request.headers:
+        return beta_disabled()
     key = bearer(request.headers.get("Authorization"))
     if not state.keys.is_api_key(key):
         return unauthorized(key)
+    refusal = refused(state)
+    if refusal is not None:
+        return refusal
     try:
         body = await request.json() if request.can_read_body else {}
     except json.JSONDecodeError:
@@ -73,8 +114,6 @@ async def client_secrets(request: web.Request) -> web.Response:
             "expires_after.seconds",
         )
     session_req = body.get("session")
-    if isinstance(session_req, dict) and session_req.get("type", "realtime") != "realtime":
-        return error_response(400, "Only realtime sessions are emulated.", "invalid_value", "session.type")
     try:
         session = _session_for(state, session_req)
     except SessionError as err:
@@ -113,15 +152,20 @@ async def _read_offer(request: web.Request) -> tuple[str, Any]:
 
 async def create_call(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if "OpenAI-Beta" in request.headers:
+        return beta_disabled()
     key = bearer(request.headers.get("Authorization"))
     secret = state.keys.secret(key)
     is_api_key = state.keys.is_api_key(key)
     if secret is None and not is_api_key:
         return unauthorized(key)
+    refusal = refused(state)
+    if refusal is not None:
+        return refusal
     try:
         sdp, session_req = await _read_offer(request)
         if secret is not None:  # an ephemeral key carries its session (PROTOCOL.md 2.1)
-            session = merge_session(default_session(secret.session["model"]), _strip(secret.session))
+            session = session_from_secret(secret.session)
         else:
             session = _session_for(state, session_req)
     except SessionError as err:
@@ -151,11 +195,6 @@ async def create_call(request: web.Request) -> web.Response:
     return web.Response(
         status=201, text=answer, content_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call.id}"}
     )
-
-
-def _strip(session: dict[str, Any]) -> dict[str, Any]:
-    """A stored full session as an update request (read-only fields dropped)."""
-    return {k: v for k, v in session.items() if k not in ("id", "object", "expires_at")}
 
 
 async def hangup(request: web.Request) -> web.Response:

@@ -55,6 +55,9 @@ SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
     "interrupt_response": True,
 }
 PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
+# The realtime model families (PROTOCOL.md top: the spec's model enum); anything else is ``invalid_model``.
+MODEL_PREFIXES = ("gpt-realtime", "gpt-4o-realtime", "gpt-4o-mini-realtime", "gpt-audio")
+_READ_ONLY_FIELDS = ("id", "object", "expires_at")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,41 @@ class SessionError(Exception):
     code: str
     message: str
     param: str | None = None
+
+
+def check_model(model: str) -> None:
+    """``?model=`` and ``session.model`` of a new session: a realtime model, else ``invalid_model``
+    (PROTOCOL.md 3, [PROBE 11]: 'Model "gpt-nope" is not supported in realtime mode.')."""
+    if not model.startswith(MODEL_PREFIXES):
+        raise SessionError("invalid_model", f'Model "{model}" is not supported in realtime mode.', "model")
+
+
+def default_transcription_session() -> dict[str, Any]:
+    """A transcription session as ``session.created`` shows it ([PROBE 7], PROTOCOL.md 7.2)."""
+    td = {k: SERVER_VAD_DEFAULTS[k] for k in ("type", "threshold", "prefix_padding_ms", "silence_duration_ms")}
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": ids.session_id(),
+        "expires_at": 0,
+        "audio": {
+            "input": {
+                "format": dict(PCM_FORMAT),
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": td,
+            }
+        },
+        "include": None,
+    }
+
+
+def session_from_secret(stored: dict[str, Any]) -> dict[str, Any]:
+    """A new session (fresh id) configured as the client secret's session was."""
+    update = {k: v for k, v in stored.items() if k not in _READ_ONLY_FIELDS}
+    if stored.get("type") == "transcription":
+        return merge_session(default_transcription_session(), update)
+    return merge_session(default_session(stored["model"]), update)
 
 
 def default_session(model: str) -> dict[str, Any]:
@@ -188,7 +226,9 @@ def _merge_audio(current: dict[str, Any], update: Any, *, voice_locked: bool) ->
     return out
 
 
-def merge_session(current: dict[str, Any], update: Any, *, voice_locked: bool = False) -> dict[str, Any]:
+def merge_session(
+    current: dict[str, Any], update: Any, *, voice_locked: bool = False, new: bool = False
+) -> dict[str, Any]:
     """``current`` with the fields present in ``update`` applied; raises :class:`SessionError`.
 
     ``model`` cannot change and ``voice`` cannot change once assistant audio exists (PROTOCOL.md 4.2).
@@ -205,8 +245,8 @@ def merge_session(current: dict[str, Any], update: Any, *, voice_locked: bool = 
             "invalid_value", f"Invalid value: '{update['type']}'. Supported values are: 'realtime'.", "session.type"
         )
     out = copy.deepcopy(current)
-    if "model" in update and update["model"] != current["model"]:
-        raise SessionError("invalid_value", "Cannot change the model of an existing session.", "session.model")
+    if new and isinstance(update.get("model"), str):
+        out["model"] = update["model"]
     if "output_modalities" in update:
         mods = update["output_modalities"]
         if mods not in (["audio"], ["text"]):
