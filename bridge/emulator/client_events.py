@@ -1,7 +1,8 @@
-"""Client events in: parse a frame, check its envelope, answer mistakes the way the real service does.
+"""Client events in: decode a frame, check the event against the official schema, answer mistakes the way
+the real service does (PROTOCOL.md 3, 4.1, 4.2; docs/protocol-notes.md).
 
-Pure (no I/O, no session state): :func:`parse_client_event` turns a text/binary frame or a dict into an
-event dict or raises :class:`ClientError` with the real code and wording (PROTOCOL.md 3, 4.1, 4.2, 6).
+Pure (no I/O, no session state): :func:`decode_frame` then :func:`check_event` turn a text/binary frame
+into a checked event dict or raise :class:`ClientError` with the real code, wording and ``param``.
 """
 
 from __future__ import annotations
@@ -9,73 +10,82 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from bridge.emulator import validation
 from bridge.emulator.engine_parts import ClientError
 
 Transport = Literal["ws", "webrtc"]
 
-CLIENT_FIELDS: dict[str, frozenset[str]] = {
-    "session.update": frozenset({"session"}),
-    "input_audio_buffer.append": frozenset({"audio"}),
-    "input_audio_buffer.commit": frozenset(),
-    "input_audio_buffer.clear": frozenset(),
-    "output_audio_buffer.clear": frozenset(),
-    "conversation.item.create": frozenset({"item", "previous_item_id"}),
-    "conversation.item.retrieve": frozenset({"item_id"}),
-    "conversation.item.truncate": frozenset({"item_id", "content_index", "audio_end_ms"}),
-    "conversation.item.delete": frozenset({"item_id"}),
-    "response.create": frozenset({"response"}),
-    "response.cancel": frozenset({"response_id"}),
+# Event type -> its schema (the 11 of RealtimeClientEvent), plus the two the service accepts undocumented.
+EVENT_SCHEMAS: dict[str, str] = {
+    "session.update": "RealtimeClientEventSessionUpdate",
+    "input_audio_buffer.append": "RealtimeClientEventInputAudioBufferAppend",
+    "input_audio_buffer.commit": "RealtimeClientEventInputAudioBufferCommit",
+    "input_audio_buffer.clear": "RealtimeClientEventInputAudioBufferClear",
+    "output_audio_buffer.clear": "RealtimeClientEventOutputAudioBufferClear",
+    "conversation.item.create": "RealtimeClientEventConversationItemCreate",
+    "conversation.item.retrieve": "RealtimeClientEventConversationItemRetrieve",
+    "conversation.item.truncate": "RealtimeClientEventConversationItemTruncate",
+    "conversation.item.delete": "RealtimeClientEventConversationItemDelete",
+    "response.create": "RealtimeClientEventResponseCreate",
+    "response.cancel": "RealtimeClientEventResponseCancel",
 }
-
-RESPONSE_FIELDS = frozenset(
-    {
-        "audio",
-        "conversation",
-        "input",
-        "instructions",
-        "max_output_tokens",
-        "metadata",
-        "output_modalities",
-        "parallel_tool_calls",
-        "prompt",
-        "reasoning",
-        "tool_choice",
-        "tools",
-    }
+# The accepted types as the service lists them for an unknown one, in its order ([PROBE 8], PROTOCOL.md 4.2).
+# `session.close` and `session.input_audio_buffer.append` are accepted but undocumented for Realtime; the
+# emulator treats them as a goodbye (close 1000) and as `input_audio_buffer.append` (UNCONFIRMED semantics).
+WS_TYPES = (
+    "session.update",
+    "session.close",
+    "input_audio_buffer.append",
+    "session.input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+    "conversation.item.retrieve",
+    "response.create",
+    "response.cancel",
 )
+# WebRTC also takes `output_audio_buffer.clear` (WebRTC/SIP only, PROTOCOL.md 2.3; its place in the list there
+# is UNCONFIRMED).
+WEBRTC_TYPES = (*WS_TYPES[:6], "output_audio_buffer.clear", *WS_TYPES[6:])
+ALIASES = {"session.input_audio_buffer.append": "input_audio_buffer.append"}
 
 
 def decode_frame(data: str | bytes | bytearray | dict[str, Any]) -> Any:
-    """The JSON value of one frame; binary frames and bad JSON raise :class:`ClientError`."""
+    """The JSON value of one frame; binary frames and bad JSON raise :class:`ClientError` ([PROBE 8])."""
     if isinstance(data, bytes | bytearray):
         raise ClientError("invalid_event", "Expected a text WebSocket message; binary frames are not supported.")
     if isinstance(data, str):
         try:
             return json.loads(data)
         except json.JSONDecodeError as exc:
+            # The service's prefix ([PROBE 8]); the detail after it is the emulator's own.
             raise ClientError(
-                "invalid_json", f"Invalid JSON in event: {exc.msg} (line {exc.lineno} column {exc.colno})."
+                "invalid_json",
+                f"Invalid event: failed to parse JSON value. {exc.msg} at line {exc.lineno} column {exc.colno}.",
             ) from None
     return data
 
 
-def check_envelope(event: Any, transport: Transport) -> dict[str, Any]:
-    """The event as a dict with a supported ``type`` and only that type's fields, else ClientError."""
+def check_event(event: Any, transport: Transport) -> dict[str, Any]:
+    """The event, checked against its schema; its ``type`` with aliases resolved. Else ClientError."""
     if not isinstance(event, dict):
-        raise ClientError("invalid_event", "Expected an event object.")
-    etype = event.get("type")
-    if etype is None:
-        raise ClientError("invalid_event", "The 'type' field is missing.")
-    allowed = CLIENT_FIELDS.get(etype) if isinstance(etype, str) else None
-    if etype == "output_audio_buffer.clear" and transport != "webrtc":
-        allowed = None  # PROTOCOL.md 4.2: absent from the WS type list
-    if allowed is None:
-        names = ", ".join(f"'{t}'" for t in CLIENT_FIELDS if t != "output_audio_buffer.clear")
-        raise ClientError("invalid_value", f"Invalid value: '{etype}'. Supported values are: {names}.", "type")
-    for key in event:
-        if key not in allowed and key not in ("type", "event_id"):
-            raise ClientError("unknown_parameter", f"Unknown parameter: '{key}'.", key)
-    return event
+        raise ClientError("invalid_event", "Expected a JSON object as the event.")
+    if "type" not in event:
+        raise ClientError("invalid_event", "The 'type' field is missing.")  # the spec's example wording
+    etype = event["type"]
+    if not isinstance(etype, str):
+        raise validation.invalid_type("type", "a string", etype)
+    accepted = WEBRTC_TYPES if transport == "webrtc" else WS_TYPES
+    if etype not in accepted:
+        raise validation.invalid_value("type", etype, list(accepted))
+    if etype == "session.close":
+        validation.validate({"type": "object", "properties": {"type": {}, "event_id": {"maxLength": 512}}}, event)
+        return event
+    canonical = ALIASES.get(etype, etype)
+    validation.validate_named(EVENT_SCHEMAS[canonical], {**event, "type": canonical})
+    return {**event, "type": canonical}
 
 
 def event_id_of(event: Any) -> str | None:

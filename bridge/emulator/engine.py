@@ -29,8 +29,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+from bridge.emulator import validation
 from bridge.emulator.behaviours.base import Behaviour
-from bridge.emulator.client_events import RESPONSE_FIELDS, Transport, check_envelope, decode_frame, event_id_of
+from bridge.emulator.client_events import Transport, check_event, decode_frame, event_id_of
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.conversation import Conversation
 from bridge.emulator.engine_parts import (
@@ -38,8 +39,12 @@ from bridge.emulator.engine_parts import (
     ClientError,
     ResponseState,
     normalise_item,
+    obfuscation,
+    transcription_deltas,
+    transcription_usage,
 )
 from bridge.emulator.faults import Switches
+from bridge.emulator.idle import IdleTimer
 from bridge.emulator.input_audio import MIN_COMMIT_MS, InputAudio, Segment
 from bridge.emulator.lifetime import Lifetime
 from bridge.emulator.log import EventLog
@@ -123,7 +128,9 @@ class Engine(ResponseGeneration):
             "conversation.item.delete": self._on_conversation_item_delete,
             "response.create": self._on_response_create,
             "response.cancel": self._on_response_cancel,
+            "session.close": self._on_session_close,
         }
+        self._idle = IdleTimer(self._idle_timeout)
         self._configure_vad()
 
     # ------------------------------------------------------------------ transport API
@@ -208,6 +215,7 @@ class Engine(ResponseGeneration):
             self._playing = None
         if resp.done and not resp.cleared:
             self._emit("output_audio_buffer.stopped", response_id=response_id)
+            self.on_reply_played()
 
     # ------------------------------------------------------------------ client events
     async def handle_client_event(self, data: str | bytes | dict[str, Any], *, via: str | None = None) -> None:
@@ -218,7 +226,7 @@ class Engine(ResponseGeneration):
         try:
             event = decode_frame(data)
             self._record("in", event, via)
-            event = check_envelope(event, self.transport)
+            event = check_event(event, self.transport)
             await self._handlers[event["type"]](event)
         except ClientError as err:
             if event is None:
@@ -226,26 +234,35 @@ class Engine(ResponseGeneration):
             self._error(err.code, err.message, err.param, event_id_of(event))
 
     async def _on_session_update(self, event: dict[str, Any]) -> None:
-        if "session" not in event:
-            raise ClientError("missing_required_parameter", "Missing required parameter: 'session'.", "session")
         try:
             self.session = merge_session(self.session, event["session"], voice_locked=self._voice_locked)
         except SessionError as err:
             raise ClientError(err.code, err.message, err.param) from None
         self._configure_vad()
         self._emit("session.updated", session=copy.deepcopy(self.session))
+        if self._response is None and not self._input.speaking:
+            self._arm_idle()
+
+    async def _on_session_close(self, event: dict[str, Any]) -> None:
+        self.close(1000, "")
 
     async def _on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
-        audio = event.get("audio")
-        if not isinstance(audio, str):
-            raise ClientError("missing_required_parameter", "Missing required parameter: 'audio'.", "audio")
         try:
-            pcm = b64decode(audio)
+            pcm = b64decode(event["audio"])
         except (binascii.Error, ValueError):
-            raise ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio.", "audio") from None
+            pcm = b""
+        if not pcm:  # the real wording for audio it cannot use; for an empty string UNCONFIRMED
+            raise ClientError("invalid_value", f"Invalid 'audio'. Expected base64-encoded audio bytes ({self._fmt()}).",
+                              "audio")  # fmt: skip
         if len(pcm) > MAX_APPEND_BYTES:
             raise ClientError("invalid_value", "Audio chunk too large: at most 15 MiB per append.", "audio")
         self.feed_input_audio(pcm)
+
+    def _fmt(self) -> str:
+        kind = self.session["audio"]["input"]["format"].get("type")
+        return {"audio/pcmu": "G.711 mu-law at 8kHz", "audio/pcma": "G.711 A-law at 8kHz"}.get(
+            kind, "mono PCM16 at 24kHz"
+        )
 
     async def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         ms = self._input.buffered_ms
@@ -308,18 +325,17 @@ class Engine(ResponseGeneration):
         item_id = self._item_id(event)
         item = self.conversation.get(item_id)
         assert item is not None
-        # An item still being generated has no content parts yet but does have audio: barge-in truncates
-        # exactly such items, so audio generated so far counts as "with audio".
-        has_audio = any(p.get("type") == "output_audio" for p in item["content"]) or item_id in self.conversation.audio
-        if item.get("role") != "assistant" or not has_audio:
-            raise ClientError("invalid_value", "Only assistant messages with audio can be truncated.", "item_id")
-        if event.get("content_index", 0) != 0:
-            raise ClientError("invalid_value", "Invalid 'content_index': only 0 is supported.", "content_index")
-        end_ms = event.get("audio_end_ms")
-        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0:
+        # Only model audio can be cut: an assistant item with audio generated so far (still in progress or
+        # done). Anything else, e.g. a reply interrupted before its first audio, gets the real service's
+        # answer (livekit/agents PR #6158: unsupported_content_type).
+        if item.get("role") != "assistant" or not self.conversation.audio.get(item_id):
             raise ClientError(
-                "invalid_value", "Invalid 'audio_end_ms': expected a non-negative integer.", "audio_end_ms"
+                "unsupported_content_type", "Only model output audio messages can be truncated", "item_id"
             )
+        if event["content_index"] != 0:
+            raise validation.invalid_value("content_index", event["content_index"], [0])
+        end_ms = event["audio_end_ms"]
+        validation.validate({"type": "integer", "minimum": 0}, end_ms, "audio_end_ms")
         have_ms = len(self.conversation.audio.get(item_id, b"")) / BYTES_PER_MS
         if end_ms > have_ms:
             # Message wording as reported from the real service by third-party client code (UNCONFIRMED
@@ -331,11 +347,8 @@ class Engine(ResponseGeneration):
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         params = event.get("response") or {}
-        if not isinstance(params, dict):
-            raise ClientError("invalid_type", "Invalid type for 'response': expected an object.", "response")
-        for key in params:
-            if key not in RESPONSE_FIELDS:
-                raise ClientError("unknown_parameter", f"Unknown parameter: 'response.{key}'.", f"response.{key}")
+        if self.session["type"] == "transcription":  # UNCONFIRMED wording: transcription sessions never respond
+            raise ClientError("invalid_value", "Responses are not supported in transcription sessions.", "type")
         in_conversation = params.get("conversation", "auto") != "none"
         if in_conversation and self._response is not None:
             raise ClientError(
@@ -344,10 +357,9 @@ class Engine(ResponseGeneration):
                 "Wait until the response is finished before creating a new one.",
             )
         mods = params.get("output_modalities")
-        if mods is not None and mods not in (["audio"], ["text"]):
-            raise ClientError(
-                "invalid_value", "output_modalities must be ['audio'] or ['text'].", "response.output_modalities"
-            )
+        if mods is not None and len(set(mods)) != 1:
+            message = "output_modalities must be ['audio'] or ['text'], not both."
+            raise ClientError("invalid_value", message, "response.output_modalities")
         self._start_response(params, in_conversation)
 
     async def _on_response_cancel(self, event: dict[str, Any]) -> None:
@@ -371,6 +383,7 @@ class Engine(ResponseGeneration):
                 self._on_speech_stopped(ev, td, echo)
                 continue
             self._speech_item = ids.item_id()
+            self._idle.disarm()
             self._emit("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=self._speech_item)
             if td.get("interrupt_response", True) and not echo:
                 self._barge_in()
@@ -382,7 +395,7 @@ class Engine(ResponseGeneration):
         self._commit_user_audio(turn.pcm, item_id)
         if self._echo is not None:
             self._finish_echo()
-        elif td.get("create_response", True) and self._response is None:
+        elif td.get("create_response", True) and self._response is None and self.session["type"] == "realtime":
             # echo over WebRTC: the transport already sent the audio back; no reply of its own
             if not (echo and self._audio_out is not None):
                 self._start_response({}, True)
@@ -406,19 +419,49 @@ class Engine(ResponseGeneration):
         self.conversation.heard[item_id] = self.behaviour.transcribe(pcm, self._responses)
         self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
         self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
-        if self.session["audio"]["input"].get("transcription") is not None:
+        transcription = self.session["audio"]["input"].get("transcription")
+        if transcription is not None:
             text = self.conversation.heard[item_id]
             item["content"][0]["transcript"] = text
-            self._emit(
-                "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text
-            )
+            for piece in transcription_deltas(transcription.get("model"), text):
+                self._emit(
+                    "conversation.item.input_audio_transcription.delta",
+                    item_id=item_id,
+                    content_index=0,
+                    delta=piece,
+                    obfuscation=obfuscation(piece),
+                )
             self._emit(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item_id,
                 content_index=0,
                 transcript=text,
-                usage={"type": "duration", "seconds": round(len(pcm) / 48000, 3)},
+                usage=transcription_usage(transcription.get("model"), text, len(pcm)),
             )
+
+    # ------------------------------------------------------------------ idle timeout (PROTOCOL.md 4.7)
+    def _arm_idle(self, delay_s: float = 0.0) -> None:
+        td = self.session["audio"]["input"]["turn_detection"]
+        timeout = td.get("idle_timeout_ms") if td is not None and td.get("type") == "server_vad" else None
+        self._idle.arm(timeout, self._input.position_ms, delay_s)
+
+    def _idle_timeout(self, start_ms: int) -> None:
+        if self.lifetime.closed or self._response is not None or self._input.speaking:
+            return
+        td = self.session["audio"]["input"]["turn_detection"] or {}
+        end_ms = max(self._input.position_ms, start_ms + int(td.get("idle_timeout_ms") or 0))
+        item_id = ids.item_id()
+        self._emit(
+            "input_audio_buffer.timeout_triggered", audio_start_ms=start_ms, audio_end_ms=end_ms, item_id=item_id
+        )
+        self._commit_user_audio(self._input.take_until(end_ms), item_id)
+        if td.get("create_response", True) and self.session["type"] == "realtime":
+            self._start_response({}, True)
+
+    def on_reply_played(self, delay_s: float = 0.0) -> None:
+        """The last reply has finished playing (or will in ``delay_s``): the idle timer starts."""
+        if self._response is None and not self._input.speaking:
+            self._arm_idle(delay_s)
 
     # ------------------------------------------------------------------ barge-in and truncation
     def _barge_in(self) -> None:

@@ -11,16 +11,11 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bridge.emulator.auth import bearer, invalid_key_error
+from bridge.emulator.engine_parts import ClientError
 from bridge.emulator.faults import REFUSAL_HEADERS, refusal_body
-from bridge.emulator.session_config import (
-    SessionError,
-    check_model,
-    default_session,
-    default_transcription_session,
-    merge_session,
-    session_from_secret,
-)
+from bridge.emulator.session_config import SessionError, check_request, new_session, session_from_secret
 from bridge.emulator.state import STATE, EmulatorState
+from bridge.emulator.validation import validate_named
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +56,9 @@ def refused(state: EmulatorState, model: str | None = None) -> web.Response | No
 def _session_for(state: EmulatorState, request_session: Any) -> dict[str, Any]:
     """A full session object from a ``RealtimeSessionCreateRequestGA`` or the transcription one (raises
     SessionError); the model rule is the WS's ``?model=`` rule (PROTOCOL.md 3)."""
-    if request_session is None:
-        return default_session(state.config.default_model)
-    if not isinstance(request_session, dict):
-        raise SessionError("invalid_type", "Invalid type for 'session': expected an object.", "session")
-    if request_session.get("type") == "transcription":
-        return merge_session(default_transcription_session(), request_session)
-    model = request_session.get("model", state.config.default_model)
-    if isinstance(model, str):
-        check_model(model)
-    base = default_session(model if isinstance(model, str) else state.config.default_model)
-    return merge_session(base, request_session, new=True)
+    if request_session is not None:
+        check_request(request_session)
+    return new_session(request_session, state.config.default_model)
 
 
 async def client_secrets(request: web.Request) -> web.Response:
@@ -88,29 +75,17 @@ async def client_secrets(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
     except json.JSONDecodeError:
         return error_response(400, "We could not parse the JSON body of your request.", "invalid_json")
-    if not isinstance(body, dict):
-        return error_response(400, "Expected a JSON object.", "invalid_type")
-    unknown = set(body) - {"expires_after", "session"}
-    if unknown:
-        name = sorted(unknown)[0]
-        return error_response(400, f"Unknown parameter: '{name}'.", "unknown_parameter", name)
+    try:
+        validate_named("RealtimeCreateClientSecretRequest", body)
+    except ClientError as err:
+        return error_response(400, err.message, err.code, err.param)
     cfg = state.config
-    expires = body.get("expires_after") or {}
-    seconds = expires.get("seconds", cfg.ek_ttl_default) if isinstance(expires, dict) else None
-    if not isinstance(seconds, int) or isinstance(seconds, bool):
-        return error_response(400, "Invalid 'expires_after.seconds'.", "invalid_type", "expires_after.seconds")
-    if seconds < cfg.ek_ttl_min:
+    seconds = (body.get("expires_after") or {}).get("seconds", cfg.ek_ttl_default)
+    if not cfg.ek_ttl_min <= seconds <= cfg.ek_ttl_max:  # the schema's bounds, unless a test narrowed them
         return error_response(
             400,
-            f"Invalid 'expires_after.seconds': Expected a value >= {cfg.ek_ttl_min}.",
-            "integer_below_min_value",
-            "expires_after.seconds",
-        )
-    if seconds > cfg.ek_ttl_max:
-        return error_response(
-            400,
-            f"Invalid 'expires_after.seconds': Expected a value <= {cfg.ek_ttl_max}.",
-            "integer_above_max_value",
+            f"Invalid 'expires_after.seconds': expected a value in {cfg.ek_ttl_min}..{cfg.ek_ttl_max}, got {seconds}.",
+            "integer_above_max_value" if seconds > cfg.ek_ttl_max else "integer_below_min_value",
             "expires_after.seconds",
         )
     session_req = body.get("session")
