@@ -49,6 +49,7 @@ WS_TYPES = (
 # WebRTC also takes `output_audio_buffer.clear` (WebRTC/SIP only, PROTOCOL.md 2.3; its place in the list there
 # is UNCONFIRMED).
 WEBRTC_TYPES = (*WS_TYPES[:6], "output_audio_buffer.clear", *WS_TYPES[6:])
+MAX_EVENT_ID = 512  # the spec's maxLength; a longer one is itself the error, not echoed
 ALIASES = {"session.input_audio_buffer.append": "input_audio_buffer.append"}
 
 
@@ -91,4 +92,4 @@ def check_event(event: Any, transport: Transport) -> dict[str, Any]:
 def event_id_of(event: Any) -> str | None:
     """The client's ``event_id`` to echo in an error, if it sent a usable one."""
     value = event.get("event_id") if isinstance(event, dict) else None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and len(value) <= MAX_EVENT_ID else None

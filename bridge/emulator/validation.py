@@ -107,18 +107,24 @@ def invalid_value(path: str, value: Any, allowed: list[Any]) -> ClientError:
     return ClientError("invalid_value", f"Invalid value: '{value}'. Supported values are: {supported}.", path)
 
 
-def _describe(schema: Schema) -> str:
-    """How the service names what a schema accepts: "a string", "'inf'", "an object"."""
+def _leaves(schema: Schema) -> list[str]:
     schema = _resolve(schema)
-    if "enum" in schema:
-        return _or([_quote(v) for v in schema["enum"]]) if len(schema["enum"]) > 1 else _quote(schema["enum"][0])
-    if "const" in schema:
-        return _quote(schema["const"])
     alts = schema.get("anyOf") or schema.get("oneOf")
     if alts:
-        names = list(dict.fromkeys(_describe(a) for a in alts))
-        return names[0] if len(names) == 1 else "one of " + _or(names)
-    return _JSON_TYPES.get(str(schema.get("type")), "a value")
+        return [leaf for a in alts for leaf in _leaves(a)]
+    if "enum" in schema:
+        return [_quote(v) for v in schema["enum"]]
+    if "const" in schema:
+        return [_quote(schema["const"])]
+    return [_JSON_TYPES.get(str(schema.get("type")), "a value")]
+
+
+def _describe(schema: Schema) -> str:
+    """How the service names what a schema accepts: "a string", "one of an integer or 'inf'"."""
+    leaves = list(dict.fromkeys(_leaves(schema)))
+    if "a string" in leaves:  # "a string" already covers the string constants
+        leaves = [w for w in leaves if not w.startswith("'")]
+    return leaves[0] if len(leaves) == 1 else "one of " + _or(leaves)
 
 
 def _check_bounds(schema: Schema, value: Any, path: str) -> None:
