@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from bridge.emulator.testing import RunningEmulator
+from bridge.emulator.testing import RunningEmulator, running_emulator
 from bridge.rtc.loopback import loopback_candidates
 from bridge.rtc.receiver import AudioReceiver, receiver_for_track
 from bridge.rtc.testing import tone
@@ -131,3 +133,40 @@ class _Marked(np.ndarray):
         obj = np.asarray(arr).view(cls)
         obj.first = True  # type: ignore[attr-defined]
         return obj
+
+
+@contextlib.asynccontextmanager
+async def connected_client(emu: RunningEmulator, http: aiohttp.ClientSession) -> AsyncIterator[Client]:
+    """A :class:`Client` with its call up and ``session.created`` received; closed on exit."""
+    client = Client()
+    try:
+        async with asyncio.timeout(10):
+            await client.connect(emu, http)
+            await client.wait_event("session.created")
+        yield client
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def checked_emulator(**overrides: Any) -> AsyncIterator[RunningEmulator]:
+    """``running_emulator(**overrides)``; on exit every server event it sent must validate (SDK types, spec)."""
+    from spec_oracle import assert_valid_server_events
+
+    async with running_emulator(**overrides) as emu:
+        yield emu
+        assert_valid_server_events(emu.server_events())
+
+
+@contextlib.asynccontextmanager
+async def offering_peer() -> AsyncIterator[RTCPeerConnection]:
+    """An aiortc peer with the ``oai-events`` channel and an audio transceiver, its offer set (loopback ICE)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        with loopback_candidates():
+            pc.createDataChannel("oai-events")
+            pc.addTransceiver("audio", direction="sendrecv")
+            await pc.setLocalDescription(await pc.createOffer())
+        yield pc
+    finally:
+        await pc.close()

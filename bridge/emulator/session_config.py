@@ -66,6 +66,15 @@ def check_model(model: str) -> None:
         raise SessionError("invalid_model", f'Model "{model}" is not supported in realtime mode.', "model")
 
 
+def _audio_input(turn_detection: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": dict(PCM_FORMAT),
+        "transcription": None,
+        "noise_reduction": None,
+        "turn_detection": turn_detection,
+    }
+
+
 def default_session(model: str) -> dict[str, Any]:
     """The realtime session as ``session.created`` shows it before any update (PROTOCOL.md 1.1, 7.1)."""
     return {
@@ -83,12 +92,7 @@ def default_session(model: str) -> dict[str, Any]:
         "prompt": None,
         "expires_at": 0,
         "audio": {
-            "input": {
-                "format": dict(PCM_FORMAT),
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": dict(SERVER_VAD_DEFAULTS),
-            },
+            "input": _audio_input(dict(SERVER_VAD_DEFAULTS)),
             "output": {"format": dict(PCM_FORMAT), "voice": "alloy", "speed": 1.0},
         },
         "include": None,
@@ -103,14 +107,7 @@ def default_transcription_session() -> dict[str, Any]:
         "object": "realtime.transcription_session",
         "id": ids.session_id(),
         "expires_at": 0,
-        "audio": {
-            "input": {
-                "format": dict(PCM_FORMAT),
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": td,
-            }
-        },
+        "audio": {"input": _audio_input(td)},
         "include": None,
     }
 

@@ -22,7 +22,7 @@ import pytest
 from agents import function_tool, set_tracing_disabled
 from agents.realtime import RealtimeAgent, RealtimeRunner, RealtimeSession
 from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel, OpenAIRealtimeWebSocketModel
-from emulator_client import Client
+from emulator_client import connected_client
 from spec_oracle import assert_valid_server_events
 
 from bridge.emulator.testing import RunningEmulator, running_emulator
@@ -144,10 +144,7 @@ async def test_agents_over_websocket(emu: RunningEmulator) -> None:
 async def test_agents_attach_to_a_call_over_the_sideband(emu: RunningEmulator) -> None:
     """The way OpenAI's SIP example attaches: call_id, the SDK's own default model in session.update."""
     async with aiohttp.ClientSession() as http:
-        call = Client()
-        try:
-            await call.connect(emu, http)
-            await call.wait_event("session.created")
+        async with connected_client(emu, http) as call:
             call_id = call.call_path.rsplit("/", 1)[1]
             runner = RealtimeRunner(make_agents(), model=OpenAIRealtimeSIPModel())
             config = {"url": f"{emu.ws_url}?call_id={call_id}", "api_key": emu.api_key, "call_id": call_id}
@@ -182,5 +179,3 @@ async def test_agents_attach_to_a_call_over_the_sideband(emu: RunningEmulator) -
             assert [t["name"] for t in engine.session["tools"]] == []  # french_agent has no tools
             errors = [e for e in emu.server_events() if e["type"] == "error"]
             assert errors == [], errors
-        finally:
-            await call.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from emulator_client import Client
+from emulator_client import Client, connected_client
 
 from bridge.emulator.testing import RunningEmulator, running_emulator
 
@@ -294,10 +294,7 @@ def _reset(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 async def test_a_dead_sideband_is_detached_and_another_takes_over(http: aiohttp.ClientSession) -> None:
     async with running_emulator(think_ms=0, reply_seconds=0.3) as emu:
-        client = Client()
-        try:
-            await client.connect(emu, http)
-            await client.wait_event("session.created")
+        async with connected_client(emu, http) as client:
             call_id = client.call_path.rsplit("/", 1)[1]
             first = await http.ws_connect(f"{emu.ws_url}?call_id={call_id}", headers=auth(emu.api_key))
             await next_event(first, "session.created")
@@ -311,16 +308,11 @@ async def test_a_dead_sideband_is_detached_and_another_takes_over(http: aiohttp.
             assert (await next_event(second, "session.updated"))["session"]["instructions"] == "B"
             assert emu.open_sessions()[0]["sidebands"] == 1
             await client.wait_event("session.updated")  # the call's data channel sees it too
-        finally:
-            await client.close()
 
 
 async def test_webrtc_streams_silence_between_replies_and_stall_stops_rtp(http: aiohttp.ClientSession) -> None:
     async with running_emulator(think_ms=0, reply_seconds=0.3) as emu:
-        client = Client()
-        try:
-            await client.connect(emu, http)
-            await client.wait_event("session.created")
+        async with connected_client(emu, http) as client:
             await until(lambda: len(client.heard) >= 25, "half a second of frames before any reply", 10)
             assert max(peak for _, peak in client.heard) == 0  # digital silence, one frame per 20 ms
             client.send({"type": "response.create"})
@@ -338,8 +330,6 @@ async def test_webrtc_streams_silence_between_replies_and_stall_stops_rtp(http: 
             await until(lambda: client.track.frames_sent >= sent + 25, "half a second of the client's clock")
             assert len(client.heard) <= stalled_at + 3  # at most what was already in flight
             assert len(client.events) == events and not client.peer_closed.is_set()
-        finally:
-            await client.close()
 
 
 async def test_webrtc_session_expiry_error_then_channel_closes_then_peer_goes(http: aiohttp.ClientSession) -> None:

@@ -13,9 +13,9 @@ import aiohttp
 import numpy as np
 import openai
 import pytest
-from spec_oracle import assert_valid_server_events
+from emulator_client import checked_emulator
 
-from bridge.emulator.testing import RunningEmulator, running_emulator
+from bridge.emulator.testing import RunningEmulator
 
 RATE = 24_000
 
@@ -32,9 +32,8 @@ def speech(tone_ms: int = 600, silence_ms: int = 500) -> bytes:
 
 @pytest.fixture
 async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(think_ms=0, reply_seconds=0.3, speed=20.0) as e:
+    async with checked_emulator(think_ms=0, reply_seconds=0.3, speed=20.0) as e:
         yield e
-        assert_valid_server_events(e.server_events())
 
 
 async def events_until(ws: aiohttp.ClientWebSocketResponse, etype: str, timeout: float = 5.0) -> list[dict[str, Any]]:

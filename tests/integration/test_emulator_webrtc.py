@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from emulator_client import LOUD, Client
+from emulator_client import LOUD, Client, connected_client
 
 from bridge.emulator.testing import RunningEmulator, running_emulator
 
@@ -19,11 +19,8 @@ async def test_call_audio_events_bargein_and_hangup() -> None:
         running_emulator(behaviour="tone", think_ms=100, reply_seconds=2.0) as emu,
         aiohttp.ClientSession() as http,
     ):
-        c = Client()
-        try:
-            async with asyncio.timeout(10):
-                await c.connect(emu, http)
-                first = await c.wait_event("session.created")
+        async with connected_client(emu, http) as c:
+            first = c.events[0]
             assert c.events[0] is first
 
             # Turn 1: a 0.6 s burst; server VAD ends the turn, a 2 s tone reply comes back over RTP.
@@ -74,17 +71,11 @@ async def test_call_audio_events_bargein_and_hangup() -> None:
             assert call.closed and call.engine.closed
             async with asyncio.timeout(5):
                 await c.peer_closed.wait()
-        finally:
-            await c.close()
 
 
 async def test_echo_round_trip_latency() -> None:
     async with running_emulator(behaviour="echo") as emu, aiohttp.ClientSession() as http:
-        c = Client()
-        try:
-            async with asyncio.timeout(10):
-                await c.connect(emu, http)
-                await c.wait_event("session.created")
+        async with connected_client(emu, http) as c:
             await asyncio.sleep(0.3)  # let RTP flow both ways
             rtts = []
             for _ in range(6):
@@ -100,20 +91,12 @@ async def test_echo_round_trip_latency() -> None:
             assert sorted(rtts)[len(rtts) // 2] < 60.0
             call = next(iter(emu.state.calls.values()))
             assert call.receiver.stats.concealed == 0
-        finally:
-            await c.close()
 
 
 async def test_client_closing_the_peer_ends_the_call() -> None:
     async with running_emulator(behaviour="tone") as emu, aiohttp.ClientSession() as http:
-        c = Client()
-        try:
-            async with asyncio.timeout(10):
-                await c.connect(emu, http)
-                await c.wait_event("session.created")
+        async with connected_client(emu, http) as c:
             call = emu.state.calls[c.call_path.rsplit("/", 1)[1]]
-        finally:
-            await c.close()
         async with asyncio.timeout(10):
             await call.wait_closed()
         assert call.engine.closed

@@ -59,6 +59,8 @@ async def exercise(transport: str, batch: list[str | bytes]) -> None:
     engine.start()
     try:
         for frame in batch:
+            if engine.closed:  # after a session.close nothing more is read
+                break
             before = len(out)
             await engine.handle_client_event(frame)  # never raises
             errors = [e for e in out[before:] if e["type"] == "error"]

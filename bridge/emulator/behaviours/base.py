@@ -66,6 +66,19 @@ class Behaviour(Protocol):
         ...
 
 
+class TimedBehaviour:
+    """A behaviour whose replies last ``seconds`` (``--reply-seconds``); input is transcribed generically."""
+
+    name = "timed"
+    echoes_input = False
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+
+    def transcribe(self, pcm24: bytes, turn_index: int) -> str:
+        return default_transcript(pcm24)
+
+
 def tone(seconds: float, freq: float = 440.0, level: float = 0.3) -> bytes:
     """A sine tone with 5 ms fades, PCM16 24 kHz mono."""
     n = max(0, int(seconds * RATE))
