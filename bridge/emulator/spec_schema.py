@@ -40,6 +40,7 @@ _DROP = frozenset(
     }
 )
 _NULLABLE = re.compile(r"\bnull\b")  # "can be set to `null` to turn off", "Set to null to disable tracing"
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 # (schema, property path) -> keys to set: bounds the spec gives only in prose, as the service enforces them.
 OVERLAY: dict[tuple[str, str], dict[str, Any]] = {
     # "Maximum number of output tokens ... between 1 and 4096 ... or inf" (both request schemas' descriptions)
@@ -47,6 +48,9 @@ OVERLAY: dict[tuple[str, str], dict[str, Any]] = {
     ("RealtimeResponseCreateParams", "properties/max_output_tokens/oneOf/0"): {"minimum": 1, "maximum": 4096},
     # "Activation threshold for VAD (0.0 to 1.0)"
     ("RealtimeTurnDetection", "anyOf/0/oneOf/0/properties/threshold"): {"minimum": 0, "maximum": 1},
+    # the schema also allows any string; the service refuses other names: "Invalid value: 'fable'. Supported
+    # values are: 'alloy', ..., 'marin', and 'cedar'." (docs/protocol-notes.md "Validation errors")
+    ("VoiceIdsShared", "anyOf/0"): {"enum": list(VOICES)},
     # the schema says enum [24000]; the service answers 16000 with integer_below_min_value (PROTOCOL.md 3)
     ("RealtimeAudioFormats", "anyOf/0/properties/rate"): {"enum": None, "minimum": 24000, "maximum": 24000},
 }

@@ -68,8 +68,10 @@ CASES: list[tuple[str, Any, str | None, str | None, str]] = [
     ("format null", update(audio={"input": {"format": None}}), "invalid_type", "session.audio.input.format",
      "Invalid type for 'session.audio.input.format': expected an object, but got null."),
     ("voice a number", update(audio={"output": {"voice": 5}}), "invalid_type", "session.audio.output.voice",
-     "Invalid type for 'session.audio.output.voice': expected one of a string or an object, but got an integer "
-     "instead."),
+     "Invalid type for 'session.audio.output.voice': expected one of 'alloy', 'ash', ..."),
+    ("voice unknown", update(audio={"output": {"voice": "fable"}}), "invalid_value", "session.audio.output.voice",
+     "Invalid value: 'fable'. Supported values are: 'alloy', 'ash', 'ballad', 'coral', 'echo', 'sage', 'shimmer', "
+     "'verse', 'marin', and 'cedar'."),
     ("turn detection type", update(audio={"input": {"turn_detection": {"type": "loud"}}}), "invalid_value",
      "session.audio.input.turn_detection.type", "Invalid value: 'loud'. Supported values are: 'server_vad' and "
      "'semantic_vad'."),
