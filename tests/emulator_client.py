@@ -29,6 +29,8 @@ class Client:
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic: deque[np.ndarray] = deque()
+        self.pulled = 0  # frames the mic track asked for: this client's own 20 ms clock
+        self._tick = asyncio.Event()
         self.burst_sent_at: list[float] = []  # when each burst's first frame went to the wire
         self.track = PacedAudioTrack(self._pull)
         self.events: list[dict[str, Any]] = []
@@ -51,6 +53,8 @@ class Client:
             self.peer_closed.set()
 
     def _pull(self) -> np.ndarray | None:
+        self.pulled += 1  # called once per 20 ms frame by the paced track
+        self._tick.set()
         if not self.mic:
             return None
         frame = self.mic.popleft()
@@ -97,6 +101,15 @@ class Client:
                         return e
                 self._new_event.clear()
                 await self._new_event.wait()
+
+    async def frames(self, n: int, timeout: float = 5.0) -> None:
+        """Wait until this client's own paced mic clock has sent ``n`` more 20 ms frames (a clock, not a sleep:
+        an absence check then covers a known stretch of the call)."""
+        target = self.pulled + n
+        async with asyncio.timeout(timeout):
+            while self.pulled < target:
+                self._tick.clear()
+                await self._tick.wait()
 
     async def connect(self, emu: RunningEmulator, http: aiohttp.ClientSession) -> None:
         async with http.post(

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from bridge.emulator.auth import KeyStore
 from bridge.emulator.behaviours import Behaviour
+from bridge.emulator.client_events import Transport
 from bridge.emulator.config import EmulatorConfig
-from bridge.emulator.engine import Engine, Transport
+from bridge.emulator.engine import Engine
 from bridge.emulator.faults import Fault, Switches, apply_to_session
 from bridge.emulator.log import EventLog
 

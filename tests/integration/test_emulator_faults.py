@@ -325,9 +325,8 @@ async def test_webrtc_streams_silence_between_replies_and_stall_stops_rtp(http: 
             (engine,) = emu.state.open_engines()
             engine.inject_error("server_error", "said while stalled")  # the session speaks; nothing leaves
             assert engine.stalled_events_dropped >= 1
-            events, sent = len(client.events), client.track.frames_sent
-            # 25 frame slots by the client's own paced clock: the window in which frames would have come
-            await until(lambda: client.track.frames_sent >= sent + 25, "half a second of the client's clock")
+            events = len(client.events)
+            await client.frames(25)  # half a second by the client's own paced clock: frames would have come
             assert len(client.heard) <= stalled_at + 3  # at most what was already in flight
             assert len(client.events) == events and not client.peer_closed.is_set()
 

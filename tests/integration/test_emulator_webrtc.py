@@ -20,20 +20,18 @@ async def test_call_audio_events_bargein_and_hangup() -> None:
         aiohttp.ClientSession() as http,
     ):
         async with connected_client(emu, http) as c:
-            first = c.events[0]
-            assert c.events[0] is first
+            assert c.types()[0] == "session.created"
 
             # Turn 1: a 0.6 s burst; server VAD ends the turn, a 2 s tone reply comes back over RTP.
             c.say(0.6)
             started = await c.wait_event("output_audio_buffer.started", timeout=8)
-            t_started = c.event_times[c.events.index(started)]
             for etype in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                           "input_audio_buffer.committed", "response.created"):  # fmt: skip
                 assert etype in c.types()
             rid = started["response_id"]
             reply_start = len(c.heard)
             # Barge in ~0.7 s into the reply.
-            await asyncio.sleep(0.7)
+            await c.frames(35)
             mark = len(c.events)
             c.say(0.5)
             cleared = await c.wait_event("output_audio_buffer.cleared", after=mark, timeout=5)
@@ -44,9 +42,8 @@ async def test_call_audio_events_bargein_and_hangup() -> None:
             got_ms = 20 * sum(1 for t, p in c.heard[reply_start:] if p > LOUD and t <= t_cleared)
             assert abs(truncated["audio_end_ms"] - got_ms) <= 80, (truncated, got_ms)
             assert 500 <= truncated["audio_end_ms"] <= 1600
-            assert t_cleared - t_started < 2.0  # interrupted, not played out
             # The reply audio stops on the wire: no loud reply frames 150 ms after cleared...
-            await asyncio.sleep(0.4)
+            await c.frames(20)
             late = [p for t, p in c.heard if t > t_cleared + 0.15 and p > LOUD]
             # ...except our own burst is not echoed (tone behaviour): only silence or the next reply.
             assert len(late) == 0 or "response.created" in c.types()[mark:]
@@ -76,7 +73,7 @@ async def test_call_audio_events_bargein_and_hangup() -> None:
 async def test_echo_round_trip_latency() -> None:
     async with running_emulator(behaviour="echo") as emu, aiohttp.ClientSession() as http:
         async with connected_client(emu, http) as c:
-            await asyncio.sleep(0.3)  # let RTP flow both ways
+            await c.frames(15)  # let RTP flow both ways
             rtts = []
             for _ in range(6):
                 c.onset.clear()
@@ -84,7 +81,7 @@ async def test_echo_round_trip_latency() -> None:
                 async with asyncio.timeout(3):
                     await c.onset.wait()
                 rtts.append((c.onsets[-1] - c.burst_sent_at[-1]) * 1000)
-                await asyncio.sleep(0.3)
+                await c.frames(15)
             print(f"echo round trip ms (client pull -> client on_audio): {[round(x, 1) for x in rtts]}")
             # Two wire hops + the wait for the emulator track's next 20 ms deadline (phase-dependent,
             # 0-20 ms; one more frame when the loop is busy), nothing else. Stock aiortc: 2 x 81 ms.
