@@ -69,6 +69,30 @@ def _add_emulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=None,
         help="comma-separated valid API keys (default: any key of the sk-... form)",
     )
+    f = p.add_argument_group("faults (docs/emulator.md; at run time: POST /_emulator/faults)")
+    f.add_argument("--max-session-s", type=float, default=3600.0, metavar="S",
+                   help="maximum session length: session_expired, then close 1001 (default 3600)")  # fmt: skip
+    f.add_argument("--drop-after-s", type=float, default=None, metavar="S", help="drop every session S s in")
+    f.add_argument("--drop-random-s", type=float, default=None, metavar="MEAN",
+                   help="drop each session after a random time (exponential, this mean)")  # fmt: skip
+    f.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of --drop-random-s")
+    f.add_argument("--stall-after-s", type=float, default=None, metavar="S",
+                   help="every session goes silent S s in (no events, pings or RTP; nothing closed)")  # fmt: skip
+    f.add_argument("--close-after-s", type=float, default=None, metavar="S", help="close every session S s in")
+    f.add_argument("--close-code", type=int, default=1011, metavar="CODE", help="1001 | 1011 | 3000 | 4000")
+    f.add_argument("--error-after-s", type=float, default=None, metavar="S",
+                   help="send every session an error event S s in")  # fmt: skip
+    f.add_argument("--error-code", default="server_error", metavar="CODE", help="its code (default server_error)")
+    f.add_argument("--error-type", default="server_error", metavar="TYPE", help="its type (default server_error)")
+    f.add_argument("--refuse-for-s", type=float, default=0.0, metavar="S",
+                   help="refuse new keys, calls and sessions for S s after start-up")  # fmt: skip
+    f.add_argument("--refuse-status", type=int, default=500, choices=(500, 429), help="with this HTTP status")
+    f.add_argument("--text-only-after-assistant-text", action="store_true",
+                   help="the known trap: a session seeded with assistant text items answers in text only")  # fmt: skip
+    f.add_argument("--quote-context", action="store_true", help="replies quote the earlier user turn")
+    f.add_argument("--no-admin", action="store_true", help="no /_emulator admin API (loopback-only anyway)")
+    f.add_argument("--admin-allow", action="append", default=None, metavar="ADDR",
+                   help="also answer admin requests from this client address (e.g. the lab's namespace)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
