@@ -274,7 +274,7 @@ def _db(x: float) -> float:
     return float(10 ** (x / 20))
 
 
-def _rms_to(x: np.ndarray, dbfs: float) -> np.ndarray:
+def rms_to(x: np.ndarray, dbfs: float) -> np.ndarray:
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return x * (_db(dbfs) / rms) if rms > 0 else x
 
@@ -289,22 +289,22 @@ def _spectral(rng: np.random.Generator, n: int, slope_db_per_octave: float, lo_h
 
 
 def white(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    return _rms_to(rng.standard_normal(int(seconds * RATE)).astype(np.float32), -30)
+    return rms_to(rng.standard_normal(int(seconds * RATE)).astype(np.float32), -30)
 
 
 def pink(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    return _rms_to(_spectral(rng, int(seconds * RATE), -3.0), -30)
+    return rms_to(_spectral(rng, int(seconds * RATE), -3.0), -30)
 
 
 def hvac(rng: np.random.Generator, seconds: float) -> np.ndarray:
     """Low rumble (brown noise), fan hiss with a slow swell, 50 Hz hum with odd harmonics: -30 dBFS."""
     n = int(seconds * RATE)
     t = np.arange(n, dtype=np.float64) / RATE
-    rumble = _rms_to(_spectral(rng, n, -6.0, lo_hz=25.0), -34)
+    rumble = rms_to(_spectral(rng, n, -6.0, lo_hz=25.0), -34)
     swell = 1 + 0.3 * np.sin(2 * np.pi * 0.05 * t + rng.uniform(0, 6.28))
-    fan = _rms_to(_spectral(rng, n, -1.5, lo_hz=150.0), -40) * swell
+    fan = rms_to(_spectral(rng, n, -1.5, lo_hz=150.0), -40) * swell
     hum = sum(_db(-40 - 4 * k) * np.sin(2 * np.pi * 50 * (2 * k + 1) * t) for k in range(5))
-    return _rms_to((rumble + fan + hum).astype(np.float32), -30)
+    return rms_to((rumble + fan + hum).astype(np.float32), -30)
 
 
 def _envelope(n: int, attack: float, decay: float) -> np.ndarray:
@@ -347,11 +347,11 @@ def music(rng: np.random.Generator, seconds: float) -> np.ndarray:
         if mh > 0:
             out[h : h + mh] += 0.08 * rng.standard_normal(mh) * _envelope(mh, 0.001, 0.01)
         k += beat * 2
-    return _rms_to(out.astype(np.float32), -25)
+    return rms_to(out.astype(np.float32), -25)
 
 
 def _room_tone(rng: np.random.Generator, n: int) -> np.ndarray:
-    return _rms_to(_spectral(rng, n, -3.0), -60)
+    return rms_to(_spectral(rng, n, -3.0), -60)
 
 
 def _slam(rng: np.random.Generator) -> np.ndarray:
@@ -440,7 +440,7 @@ def babble(rng: np.random.Generator, seconds: float, cache: Path, talkers: int =
             m = min(len(clip), n - pos)
             out[pos : pos + m] += clip[:m] * rng.uniform(0.5, 1.0)
             pos += m + int(rng.uniform(0.1, 0.8) * RATE)
-    return _rms_to(out.astype(np.float32), -35)
+    return rms_to(out.astype(np.float32), -35)
 
 
 NOISES: dict[str, Callable[[np.random.Generator, float], np.ndarray]] = {
@@ -488,16 +488,25 @@ class SpeechCase:
     snr_db: float | None
 
 
-def speech_cases(levels: tuple[float, ...] = (-20.0, -35.0)) -> list[SpeechCase]:
-    cases = []
-    for text in SENTENCES:
-        for voice, speed in VOICES:
-            for level in levels:
-                cases.append(SpeechCase(text, voice, speed, level, "quiet", None))
-            cases.append(SpeechCase(text, voice, speed, -25.0, "pink", 10.0))
-            cases.append(SpeechCase(text, voice, speed, -25.0, "hvac", 5.0))
-            cases.append(SpeechCase(text, voice, speed, -25.0, "babble", 10.0))
-    return cases
+SPEECH_CONDITIONS: tuple[tuple[str, float, float | None], ...] = (
+    ("quiet", -20.0, None),  # close and clear
+    ("quiet", -35.0, None),  # a soft or distant voice
+    ("quiet", -45.0, None),  # very soft: a kiosk may well miss this
+    ("pink", -25.0, 10.0),
+    ("pink", -25.0, 0.0),
+    ("hvac", -25.0, 5.0),
+    ("music", -25.0, 5.0),  # a shop's background music
+    ("babble", -25.0, 10.0),
+)
+
+
+def speech_cases() -> list[SpeechCase]:
+    return [
+        SpeechCase(text, voice, speed, level, background, snr)
+        for text in SENTENCES
+        for voice, speed in VOICES
+        for background, level, snr in SPEECH_CONDITIONS
+    ]
 
 
 LEAD_S = 1.0
@@ -509,16 +518,16 @@ def render_case(case: SpeechCase, cache: Path, seed: int) -> tuple[np.ndarray, f
     rng = np.random.default_rng(seed)
     clean = espeak(case.text, case.voice, case.speed, cache)
     first, last = speech_onset(clean)
-    speech = _rms_to(clean[int(first * RATE) : int(last * RATE)], case.level_dbfs)
+    speech = rms_to(clean[int(first * RATE) : int(last * RATE)], case.level_dbfs)
     n = int((LEAD_S + TAIL_S) * RATE) + len(speech)
     if case.background == "quiet":
-        bg = _rms_to(rng.standard_normal(n).astype(np.float32), -70)
+        bg = rms_to(rng.standard_normal(n).astype(np.float32), -70)
     elif case.background == "babble":
         bg = babble(rng, n / RATE + 0.01, cache)[:n]
     else:
         bg = NOISES[case.background](rng, n / RATE + 0.01)[:n]
     if case.snr_db is not None:
-        bg = _rms_to(bg, case.level_dbfs - case.snr_db)
+        bg = rms_to(bg, case.level_dbfs - case.snr_db)
     x = bg.copy()
     s = int(LEAD_S * RATE)
     x[s : s + len(speech)] += speech
