@@ -46,6 +46,7 @@ from bridge.kiosk.vad import (
     ENGINE_RATE,
     FRAME_SAMPLES,
     IN_RATE,
+    Earshot,
     Gate,
     GateSettings,
     SileroLite,
@@ -162,23 +163,6 @@ class TenVad(WindowedScorer):
 
     def _reset_engine(self) -> None:
         self._vad = self._cls(self.window, 0.5)
-
-
-class Earshot(WindowedScorer):
-    """``earshot`` (pyke; MIT OR Apache-2.0; model compiled into the extension): 256-sample frames."""
-
-    name = "earshot"
-    window = 256
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._det = _optional("earshot").Detector()
-
-    def _infer(self, window: np.ndarray) -> float:
-        return float(self._det.predict_f32(window))
-
-    def _reset_engine(self) -> None:
-        self._det.reset()
 
 
 class FastVad(WindowedScorer):

