@@ -438,9 +438,20 @@ NOISES: dict[str, Callable[[np.random.Generator, float], np.ndarray]] = {
 
 
 def non_speech(seconds: float, cache: Path) -> dict[str, np.ndarray]:
-    """Every non-speech kind, ``seconds`` long each, from fixed seeds."""
-    out = {name: make(np.random.default_rng(1000 + i), seconds) for i, (name, make) in enumerate(NOISES.items())}
-    out["babble (reversed)"] = babble(np.random.default_rng(2000), seconds, cache)
+    """Every non-speech kind, ``seconds`` long each, from fixed seeds (kept in ``cache`` as .npy, since
+    long runs take minutes to generate)."""
+    names = [*NOISES, "babble (reversed)"]
+    out = {}
+    for i, name in enumerate(names):
+        path = cache / f"nonspeech-{seconds:g}s-{hashlib.sha1(name.encode()).hexdigest()[:8]}.npy"
+        if path.exists():
+            out[name] = np.load(path)
+            continue
+        if name in NOISES:
+            out[name] = NOISES[name](np.random.default_rng(1000 + i), seconds)
+        else:
+            out[name] = babble(np.random.default_rng(2000), seconds, cache)
+        np.save(path, out[name])
     return out
 
 
