@@ -5,7 +5,9 @@ the VAD (:mod:`bridge.kiosk.vad`), so the kiosk can wake on either. The one impl
 :class:`MicroWakeWord`: ``pymicro-wakeword`` (Apache-2.0, OHF-Voice) with the microWakeWord models shipped
 inside its wheel: ``okay_nabu``, ``hey_jarvis``, ``hey_mycroft``, ``alexa``. Those models come from
 esphome/micro-wake-word-models, whose NOTICE puts "the trained model weights (.tflite) and their manifests
-(.json)" under Apache-2.0: a commercial kiosk may ship them. The same NOTICE grants no trademark rights:
+(.json)" under Apache-2.0: a commercial kiosk may ship them as declared (the per-model training data is not
+documented; OHF-Voice/micro-wake-word#100 asks how the CC BY-NC training features square with that; still
+open when checked, so the product owner should know). The same NOTICE grants no trademark rights:
 "Alexa" (Amazon) and "Jarvis" (Marvel) are other companies' marks, so a product should prefer
 ``okay_nabu`` or ``hey_mycroft`` (docs/kiosk.md "Wake word" has the accuracy we measured).
 
