@@ -97,6 +97,7 @@ class KioskStatus:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._mic_alive_at: float | None = None
+        self._mic_opened_at = self.started
         self._day = self._today()
         self.calls_today = 0
         self.wakes_today = 0
@@ -162,8 +163,9 @@ class KioskStatus:
     def set_device(self, role: Literal["input", "output"], name: str, present: bool) -> None:
         self.devices[role] = Device(role, name, present)
         self.m_device.labels(role).set(1 if present else 0)
-        if not present:
-            self._mic_alive_at = None if role == "input" else self._mic_alive_at
+        if role == "input":  # a (re)opened microphone gets the same grace period as at start
+            self._mic_alive_at = None
+            self._mic_opened_at = self._clock()
 
     def mic_alive(self, at: float | None = None) -> None:
         """A microphone frame arrived (call it per frame or every few; safe from the capture thread)."""
@@ -231,10 +233,8 @@ class KioskStatus:
         ``mic_stale_s``. Missing devices and a spent budget are handled by the kiosk itself."""
         if self.state is KioskState.NO_DEVICE:
             return None
-        if self._mic_alive_at is None:
-            since = self._clock() - self.state_since
-            return None if since < self.mic_stale_s else f"no microphone frame for {since:.0f} s"
-        quiet = self._clock() - self._mic_alive_at
+        last = self._mic_alive_at if self._mic_alive_at is not None else self._mic_opened_at
+        quiet = self._clock() - last
         return f"no microphone frame for {quiet:.0f} s" if quiet > self.mic_stale_s else None
 
     def snapshot(self) -> dict[str, Any]:

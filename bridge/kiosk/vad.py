@@ -18,9 +18,9 @@ Two layers, so the engine can be swapped without touching the rules that keep fa
 happens). An onset carries ``speech_from``: the capture time where the speech that triggered it began,
 which is where the pre-roll (:mod:`bridge.kiosk.preroll`) should start delivering.
 
-Cost: one frame is ~0.1-0.2 ms of CPU for the shipped engine (docs/benchmarks.md "Kiosk VAD"), cheap
-enough for PortAudio's capture thread, but :class:`VoiceActivity` is not thread-safe: feed it from one
-thread only.
+Cost: 0.6 % of one core for the shipped engine (docs/benchmarks.md "Kiosk VAD"); one frame takes 0.13 ms
+(p99 0.6 ms on a loaded 2-core VM) and starts no threads, cheap enough for PortAudio's capture thread.
+:class:`VoiceActivity` is not thread-safe: feed it from one thread only.
 """
 
 from __future__ import annotations

@@ -89,9 +89,16 @@ def test_unhealthy_only_when_an_open_microphone_goes_silent() -> None:
     clock.t = 25
     assert status.unhealthy() == "no microphone frame for 14 s"
     status.set_state(KioskState.NO_DEVICE, "input 'USB' unplugged")
+    status.set_device("input", "USB", False)
     assert status.unhealthy() is None  # handled by the kiosk: reopening with backoff
     snap = status.snapshot()
     assert snap["healthy"] and snap["state"] == "no_device" and snap["state_reason"] == "input 'USB' unplugged"
+    clock.t = 100  # reopened 75 s later: a fresh grace period, then the same rule
+    status.set_device("input", "USB", True)
+    status.set_state(KioskState.IDLE)
+    assert status.unhealthy() is None
+    clock.t = 111
+    assert status.unhealthy() == "no microphone frame for 11 s"
 
 
 def test_errors_are_one_line() -> None:
