@@ -147,8 +147,10 @@ class KioskStatus:
     # ------------------------------------------------------------------------------------------ updates
 
     def set_state(self, state: KioskState, reason: str | None = None) -> None:
-        """Enter ``state``; one log line per change (``reason``: one line, e.g. "budget: 29.5 of 30 min")."""
-        if state == self.state and reason == self.state_reason:
+        """Enter ``state``; one log line per change (``reason``: one line, e.g. "budget: 29.5 of 30 min").
+        Setting the current state again only updates the reason shown on ``/healthz`` (no log line)."""
+        if state == self.state:
+            self.state_reason = reason
             return
         old = self.state
         self.state, self.state_reason, self.state_since = state, reason, self._clock()

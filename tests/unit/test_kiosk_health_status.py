@@ -35,6 +35,8 @@ def test_state_changes_log_one_line_each_and_notify(caplog: pytest.LogCaptureFix
         status.set_state(KioskState.CONNECTING)
         status.set_state(KioskState.CONNECTING)  # no change: nothing
         status.set_state(KioskState.BUDGET_SPENT, "30 of 30 call minutes used")
+        status.set_state(KioskState.BUDGET_SPENT, "next call possible in 40 s")  # same state: no line
+    assert status.snapshot()["state_reason"] == "next call possible in 40 s"
     assert [r.getMessage() for r in caplog.records] == [
         "kiosk: idle -> connecting",
         "kiosk: connecting -> budget_spent (30 of 30 call minutes used)",
