@@ -1,6 +1,6 @@
 """How long the connect-time backlog takes to drain (bridge.kiosk.preroll), on both transports.
 
-Offline and deterministic: espeak-ng visitors (the ten kiosk sentences of :mod:`bridge.bench.vad` in five
+Offline and deterministic: espeak-ng visitors (the ten kiosk sentences of :mod:`bridge.bench.sounds` in five
 voices) speak to the real local VAD (:class:`bridge.kiosk.vad.VoiceActivity`, the shipped engine); the
 onset opens a :class:`~bridge.kiosk.preroll.Backlog` seeded from a real :class:`~bridge.kiosk.preroll.PreRoll`;
 the call is "up" ``connect`` seconds after the onset; from then on the uplink drains it:
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.bench import vad as bv
+from bridge.bench import sounds as snd
 from bridge.kiosk.preroll import Backlog, DrainSettings, PreRoll
 from bridge.kiosk.vad import FRAME_SAMPLES, GateSettings, VoiceActivity, load_engine
 
-FRAME_S = FRAME_SAMPLES / bv.RATE
+FRAME_S = FRAME_SAMPLES / snd.RATE
 WS_BYTES_PER_S = 24_000 * 2 * 4 / 3  # PCM16 at 24 kHz, base64
 
 
@@ -56,17 +56,17 @@ def scenarios(cache: Path) -> list[tuple[str, np.ndarray, float]]:
     quiet = 1.0
 
     def clip(text: str, voice: str, speed: int) -> np.ndarray:
-        x = bv.espeak(text, voice, speed, cache)
-        first, last = bv.speech_onset(x)
-        return bv.rms_to(x[int(first * bv.RATE) : int(last * bv.RATE)], -22)
+        x = snd.espeak(text, voice, speed, cache)
+        first, last = snd.speech_onset(x)
+        return snd.rms_to(x[int(first * snd.RATE) : int(last * snd.RATE)], -22)
 
     def gap(seconds: float) -> np.ndarray:
-        return np.zeros(int(seconds * bv.RATE), dtype=np.float32)
+        return np.zeros(int(seconds * snd.RATE), dtype=np.float32)
 
-    for voice, speed in bv.VOICES:
-        for k, text in enumerate(bv.SENTENCES[2:], start=2):
+    for voice, speed in snd.VOICES:
+        for k, text in enumerate(snd.SENTENCES[2:], start=2):
             a = clip(text, voice, speed)
-            b = clip(bv.SENTENCES[(k + 1 - 2) % 8 + 2], voice, speed)
+            b = clip(snd.SENTENCES[(k + 1 - 2) % 8 + 2], voice, speed)
             hello = clip("Hello.", voice, speed)
             for name, parts in (
                 ("one sentence", [gap(quiet), a, gap(4.0)]),
@@ -74,9 +74,9 @@ def scenarios(cache: Path) -> list[tuple[str, np.ndarray, float]]:
                 ("hello, pause, question", [gap(quiet), hello, gap(1.5), a, gap(4.0)]),
             ):
                 x = np.concatenate(parts)
-                end = sum(len(p) for p in parts[:-1]) / bv.RATE
-                x = x + bv.rms_to(rng.standard_normal(len(x)).astype(np.float32), -65)
-                out.append((name, bv.to_int16(x), end))
+                end = sum(len(p) for p in parts[:-1]) / snd.RATE
+                x = x + snd.rms_to(rng.standard_normal(len(x)).astype(np.float32), -65)
+                out.append((name, snd.to_int16(x), end))
     return out
 
 

