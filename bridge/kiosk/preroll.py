@@ -7,9 +7,10 @@ The visitor starts talking before the VAD is sure (~240 ms, docs/kiosk.md) and l
 - :class:`PreRoll` is always filled from the capture thread with every 20 ms frame and its VAD verdict
   (``speech``); it holds the last ``seconds`` (default 0.8 s) in preallocated memory (no allocation per
   frame: one ``np.copyto`` into a slot, under a lock held for microseconds).
-- On a VAD onset the kiosk opens a :class:`Backlog` seeded with :meth:`PreRoll.take`
-  (``since = onset.speech_from - lead_s``) and pushes every further live frame into it until the backlog
-  is drained.
+- On a VAD onset the kiosk opens a :class:`Backlog` with :meth:`PreRoll.start_backlog`
+  (``since = onset.speech_from - lead_s``): it holds the ring's frames from there on, and every later
+  :meth:`PreRoll.push` goes into it until :meth:`PreRoll.stop_backlog` (an atomic switch: no frame is lost
+  or doubled between the ring and the backlog).
 - When the call is up, the uplink drains the backlog:
 
   * **WebSocket** (:meth:`Backlog.take_all`): audio may be appended faster than real time (the server
@@ -28,10 +29,10 @@ The visitor starts talking before the VAD is sure (~240 ms, docs/kiosk.md) and l
     The backlog therefore drains at the speed of the visitor's own pauses; how long that takes for typical
     onsets is measured by ``python -m bridge.bench.backlog`` (docs/kiosk.md "Catching up").
 
-Thread model: :meth:`PreRoll.push` and :meth:`Backlog.push` are called from the capture thread;
-:meth:`Backlog.next_paced` from the thread that sends RTP (the same capture thread with the fast path, or
-the event loop); :meth:`PreRoll.take` / :meth:`Backlog.take_all` from the event loop. Every method takes one
-short lock, so any mix is safe.
+Thread model: :meth:`PreRoll.push` is called from the capture thread; :meth:`Backlog.next_paced` from the
+thread that sends RTP (the same capture thread with the fast path, or the event loop);
+:meth:`PreRoll.start_backlog` / :meth:`PreRoll.stop_backlog` / :meth:`Backlog.take_all` from the event loop.
+Every method takes one short lock, so any mix is safe.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ class FrameRing:
 
 
 class PreRoll:
-    """The last ``seconds`` of microphone frames (see module docstring)."""
+    """The last ``seconds`` of microphone frames, and the switch that routes frames into a :class:`Backlog`
+    (see module docstring). The capture thread always calls :meth:`push`; the loop calls
+    :meth:`start_backlog` on a wake and :meth:`stop_backlog` when the backlog has drained or the call ended.
+    The switch is atomic: no frame is lost or delivered twice between the ring and the backlog."""
 
     def __init__(self, seconds: float = 0.8) -> None:
         if not 0 < seconds <= 5:
@@ -125,25 +129,52 @@ class PreRoll:
         self.seconds = seconds
         self._ring = FrameRing(math.ceil(seconds * 1000 / FRAME_MS))
         self._lock = threading.Lock()
+        self._backlog: Backlog | None = None
 
     def __len__(self) -> int:
         return len(self._ring)
 
+    @property
+    def backlog(self) -> Backlog | None:
+        """The backlog frames are routed to, if one is open."""
+        return self._backlog
+
     def push(self, pcm: np.ndarray, captured: float, speech: bool) -> None:
-        """Every captured frame (capture thread). The oldest frame makes room once the ring is full."""
+        """Every captured frame (capture thread): into the ring (the oldest frame makes room once it is
+        full), or into the open backlog."""
         with self._lock:
-            self._ring.push(pcm, captured, speech)
+            backlog = self._backlog
+            if backlog is None:
+                self._ring.push(pcm, captured, speech)
+                return
+        backlog.push(pcm, captured, speech)  # its own lock; pushes come from one thread, so order holds
 
     def take(self, since: float) -> list[Frame]:
-        """Frames with any sample captured after ``since`` (oldest first), removed from the ring.
-        ``since`` is usually ``onset.speech_from - lead_s``."""
-        out: list[Frame] = []
+        """Frames with any sample captured after ``since`` (oldest first), removed from the ring."""
         with self._lock:
-            while len(self._ring):
-                if self._ring.captured_at(0) > since:  # the frame ends after ``since``
-                    out.append(self._ring.pop())
-                else:
-                    self._ring.drop()
+            return self._take(since)
+
+    def start_backlog(self, since: float, settings: DrainSettings | None = None) -> Backlog:
+        """Open a backlog holding the ring's frames after ``since`` (usually ``onset.speech_from -
+        settings.lead_s``); every later :meth:`push` goes to it until :meth:`stop_backlog`."""
+        with self._lock:
+            if self._backlog is not None:
+                raise RuntimeError("a backlog is already open")
+            self._backlog = Backlog(settings, self._take(since))
+            return self._backlog
+
+    def stop_backlog(self) -> None:
+        """Route frames to the ring again (the backlog drained, or the call ended)."""
+        with self._lock:
+            self._backlog = None
+
+    def _take(self, since: float) -> list[Frame]:
+        out: list[Frame] = []
+        while len(self._ring):
+            if self._ring.captured_at(0) > since:  # the frame ends after ``since``
+                out.append(self._ring.pop())
+            else:
+                self._ring.drop()
         return out
 
 

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.kiosk.budget import BudgetSettings, CallBudget
 from bridge.kiosk.health import KioskState, KioskStatus, serve_health
-from bridge.kiosk.preroll import Backlog, DrainSettings, Frame, PreRoll
+from bridge.kiosk.preroll import DrainSettings, Frame, PreRoll
 from bridge.kiosk.systemd import Notifier
 from bridge.kiosk.vad import VadEvent, VoiceActivity, load_engine
 
@@ -58,7 +58,6 @@ async def test_first_words_survive_the_connect_and_the_operator_sees_it(tmp_path
     vad = VoiceActivity(load_engine())
     preroll = PreRoll(0.8)
     events: asyncio.Queue[VadEvent] = asyncio.Queue()
-    state: dict[str, Backlog | None] = {"backlog": None}
     connected = threading.Event()
     sent: list[Frame] = []
     live_again = threading.Event()
@@ -68,22 +67,21 @@ async def test_first_words_survive_the_connect_and_the_operator_sees_it(tmp_path
         v = vad.feed(frame, captured)
         status.mic_alive(captured)
         speech = v.probability >= release
-        backlog = state["backlog"]
-        if backlog is None:
-            preroll.push(frame, captured, speech)
-        elif live_again.is_set():
+        if live_again.is_set():
             sent.append(Frame(frame.copy(), captured, speech))  # straight to the uplink
         else:
-            backlog.push(frame, captured, speech)
-            if connected.is_set():  # the WebRTC uplink: one frame per 20 ms tick
+            preroll.push(frame, captured, speech)  # the ring, or the backlog once one is open
+            backlog = preroll.backlog
+            if backlog is not None and connected.is_set():  # the WebRTC uplink: one frame per 20 ms tick
                 out = backlog.next_paced()
                 if out is not None:
                     sent.append(out)
                 if len(backlog) == 0:
+                    preroll.stop_backlog()
                     live_again.set()
         if v.event is not None:
             loop.call_soon_threadsafe(events.put_nowait, v.event)
-            if v.event.kind == "onset" and backlog is None:
+            if v.event.kind == "onset":
                 onset_pending.set()
 
     onset_pending = threading.Event()
@@ -109,7 +107,7 @@ async def test_first_words_survive_the_connect_and_the_operator_sees_it(tmp_path
             onset = await events.get()
             assert onset.kind == "onset"
             assert budget.may_wake()
-            state["backlog"] = Backlog(DrainSettings(), preroll.take(onset.speech_from - DrainSettings().lead_s))
+            preroll.start_backlog(onset.speech_from - DrainSettings().lead_s, DrainSettings())
             onset_seen.set()
             status.on_wake()
             status.set_state(KioskState.CONNECTING)

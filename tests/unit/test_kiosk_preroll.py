@@ -85,6 +85,50 @@ def test_preroll_is_safe_between_a_capture_thread_and_the_loop() -> None:
     assert idx[-1] == 19999
 
 
+def test_start_backlog_takes_the_ring_from_a_time_and_routes_later_frames() -> None:
+    p = PreRoll(0.5)
+    for i in range(100):
+        p.push(frame(i), (i + 1) * 0.02, False)
+    b = p.start_backlog(since=1.8)
+    for i in range(100, 105):
+        p.push(frame(i), (i + 1) * 0.02, True)
+    p.stop_backlog()
+    p.push(frame(105), 106 * 0.02, False)
+    assert [int(f.pcm[0]) for f in b.take_all()] == list(range(90, 105))
+    assert [int(f.pcm[0]) for f in p.take(0)] == [105]
+
+
+def test_switching_to_the_backlog_and_back_loses_and_doubles_nothing() -> None:
+    p = PreRoll(1.0)
+    opened, closed = threading.Event(), threading.Event()
+    at_start, at_stop, last = 1000, 5000, 5030
+
+    def capture() -> None:
+        for i in range(last):
+            p.push(frame(i), float(i), False)
+            if i == at_start:
+                opened.set()
+            if i == at_stop:
+                closed.set()
+
+    t = threading.Thread(target=capture)
+    t.start()
+    assert opened.wait(10)
+    backlog = p.start_backlog(-1.0, DrainSettings(max_backlog_s=200))  # races the capture thread
+    assert p.backlog is backlog
+    with pytest.raises(RuntimeError):
+        p.start_backlog(-1.0)
+    assert closed.wait(10)
+    p.stop_backlog()  # races it too
+    t.join()
+    held = [int(f.captured) for f in backlog.take_all()]
+    ring = [int(f.captured) for f in p.take(-1.0)]
+    assert at_start - 50 <= held[0] and held[-1] >= at_stop  # from the ring's oldest frame at the switch
+    assert held == list(range(held[0], held[-1] + 1))  # contiguous: nothing lost, nothing twice
+    assert ring == list(range(held[-1] + 1, last))  # the ring picks up exactly where the backlog stopped
+    assert p.backlog is None
+
+
 def test_websocket_drain_takes_everything_at_once() -> None:
     b = Backlog(frames=[Frame(frame(i), i * 0.02, True) for i in range(10)])
     for i in range(10, 60):
