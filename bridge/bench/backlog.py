@@ -99,14 +99,14 @@ def simulate(pcm: np.ndarray, turn_end_s: float, connect_s: float, scenario: str
         if backlog is None:
             preroll.push(f, t, speech)
             if v.event is not None and v.event.kind == "onset":
-                backlog = Backlog(drain, preroll.take(v.event.speech_from - drain.lead_s))
+                backlog = preroll.start_backlog(v.event.speech_from - drain.lead_s, drain)
                 ready_tick = i + round(connect_s / FRAME_S)
             continue
         if caught_up >= 0:
             if turn_end_delay < 0 and t >= turn_end_s:
                 turn_end_delay = 0.0
             continue
-        backlog.push(f, t, speech)
+        preroll.push(f, t, speech)  # routed into the backlog
         if i < ready_tick:
             continue
         if i == ready_tick:
