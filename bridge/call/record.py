@@ -8,6 +8,7 @@ latency lab and the tests read accumulate over the whole call.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import deque
@@ -15,7 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from bridge.faults import Faults
 from bridge.transcript import Conversation, Item, TranscriptWriter
+
+log = logging.getLogger(__name__)
 
 
 class Console(Protocol):
@@ -76,6 +80,8 @@ class CallRecord:
         self.conv = Conversation(clock=clock)
         self.metrics = Metrics()
         self.history: deque[Turn] = deque(maxlen=HISTORY_MAX)
+        self.malformed = Faults("malformed server event, dropped", log, level=logging.WARNING)
+        """Events of a type we act on whose fields are missing or wrong: counted, the first logged."""
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         return self.transcript.write(kind, **fields)

@@ -79,7 +79,7 @@ class ReplyAudio:
             pcm24 = np.frombuffer(pcm.b64decode(b64), dtype=np.int16)
         except (binascii.Error, ValueError):
             self._record.metrics.malformed += 1
-            log.warning("dropped an audio delta that is not base64 PCM16 (%d chars)", len(b64))
+            self._record.malformed.record(message=f"an audio delta that is not base64 PCM16 ({len(b64)} chars)")
             return
         self._arrived(item_id, len(pcm24) / 24)
         self.item = item_id

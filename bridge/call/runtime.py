@@ -177,7 +177,7 @@ class Runtime:
     async def handle(self, e: ev.Event) -> None:  # noqa: C901 - one flat dispatch
         if isinstance(e, ev.Other) and e.type in KNOWN_SHAPES:
             self.record.metrics.malformed += 1  # a type we act on, with fields missing or of the wrong type
-            log.warning("dropped a malformed %s event", e.type)
+            self.record.malformed.record(message=f"a {e.type} event with fields missing or of the wrong type")
             return
         if self.tools is not None:
             self.tools.on_event(e)
@@ -267,7 +267,8 @@ class Runtime:
         if self.reply.arrived_before_announced(item["id"]):
             it.audio_pending = True  # its audio arrived before the item was announced
         if item["role"] == "user":
-            texts = [c.get("text") for c in item.get("content") or [] if c.get("type") == "input_text"]
+            content = item.get("content") or []
+            texts = [c["text"] for c in content if c.get("type") == "input_text" and isinstance(c.get("text"), str)]
             if texts and not it.final:
                 it.text, it.final = " ".join(t for t in texts if t), True
                 self.record.console.line("you", it.text)

@@ -169,11 +169,15 @@ class WebRTCLink(RealtimeLink):
     def _on_message(self, message: str | bytes) -> None:
         try:
             event = json.loads(message)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("dropped a malformed data-channel message (%d bytes)", len(message))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            self.malformed.record(message=f"a data-channel message that is not JSON ({len(message)} bytes)")
             return
         if isinstance(event, dict):
             self._put(event)
+        else:
+            self.malformed.record(
+                message=f"a data-channel message that is JSON but not an object ({type(event).__name__})"
+            )
 
     def _put(self, event: dict[str, Any] | None) -> None:
         try:
@@ -218,6 +222,7 @@ class WebRTCLink(RealtimeLink):
             out["fast_rtp"] = dataclasses.asdict(self.fast_stats)
         out["uplink_loss"] = self.uplink_loss()
         out["uplink_errors"] = self.uplink_faults.count
+        out["malformed_messages"] = self.malformed.count
         if self.dropped_events:
             out["dropped_events"] = self.dropped_events
         return out

@@ -109,12 +109,15 @@ class EventSocket(RealtimeLink):
             if msg.type == aiohttp.WSMsgType.TEXT:
                 try:
                     event = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    log.warning("dropped a malformed server message (%d bytes)", len(msg.data))
+                except (json.JSONDecodeError, RecursionError):
+                    self.malformed.record(message=f"a text frame that is not JSON ({len(msg.data)} bytes)")
                     continue
                 if isinstance(event, dict):
                     return event
-                log.warning("dropped a non-object server message")
+                self.malformed.record(message=f"a text frame that is JSON but not an object ({type(event).__name__})")
+                continue
+            if msg.type == aiohttp.WSMsgType.BINARY:  # the service only sends text (PROTOCOL.md 3)
+                self.malformed.record(message=f"a binary frame ({len(msg.data)} bytes)")
                 continue
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 self.close_code = self._ws.close_code
@@ -224,6 +227,7 @@ class WebSocketLink(EventSocket):
 
     def stats(self) -> dict[str, Any]:
         return {
+            "malformed_messages": self.malformed.count,
             "ws_appends": self.sent_appends,
             "ws_uplink_dropped": self.uplink.queue.dropped,
             "ws_uplink_paused": self.uplink.paused_dropped,

@@ -19,7 +19,10 @@ from bridge.rtc.loopback import loopback_candidates
 from tests.audio import write_wav
 from tests.helpers import run_config, transcript_lines, until
 
-TURN = [("tone", 0.6), ("silence", 1.4)]  # one user turn every 2 s: VAD turn, reply ~0.5 s later
+TURN = [("tone", 0.6), ("silence", 1.4)]
+KOREAN = (
+    Path(__file__).resolve().parents[2] / "examples" / "agents" / "korean"
+)  # one user turn every 2 s: VAD turn, reply ~0.5 s later
 
 
 def kinds(tmp: Path, kind: str) -> list[dict[str, Any]]:
@@ -173,3 +176,78 @@ async def test_replayed_items_that_trap_the_model_in_text_get_a_spoken_reply(tmp
     replies = [x["text"] for x in kinds(tmp_path, "assistant")]
     # a reply after the reconnect quotes a user turn from before it: the replayed items are context
     assert any("You said before" in (t or "") for t in replies[1:]), replies
+
+
+async def test_with_agents_a_new_session_starts_with_the_agent_that_was_active(tmp_path, monkeypatch) -> None:
+    from bridge.agents import load_agents
+
+    root = KOREAN
+    agents = load_agents(root / "agents.toml")
+    mic = [("silence", 0.3), ("tone", 0.6), ("silence", 9.0)]
+    async with bridge_running(
+        tmp_path,
+        monkeypatch,
+        "webrtc",
+        9,
+        "--agents",
+        str(root / "agents.toml"),
+        "--reconnect-for",
+        "10",
+        mic=mic,
+        behaviour=f"script:{root / 'emulator_script.toml'}",
+    ) as (emu, task):
+        await until(lambda: kinds(tmp_path, "handoff") or task.done(), "the first handoff", 15)
+        (handoff,) = kinds(tmp_path, "handoff")
+        assert handoff["to"] == "korean_20s"
+        await until(lambda: not any(e["type"] == "response.create" for e in pending_creates(emu)), "settled", 5)
+        await emu.inject("drop")
+        await until(lambda: kinds(tmp_path, "reconnect"), "the reconnect line", 10)
+        created = [e for e in emu.server_events() if e["type"] == "session.created"]
+        assert len(created) == 2
+        new = created[-1]["session"]
+        assert new["instructions"] == agents.instructions_for("korean_20s")
+        assert {t["name"] for t in new["tools"]} == {t["name"] for t in agents.tools_for("korean_20s")}
+        assert await asyncio.wait_for(task, 15) == 0
+
+
+def pending_creates(emu: RunningEmulator) -> list[dict[str, Any]]:
+    """Client response.create events the server has not answered with response.created yet."""
+    sent = [r["event"] for r in emu.log_events("in") if r["event"].get("type") == "response.create"]
+    started = [e for e in emu.server_events() if e["type"] == "response.created"]
+    return sent[len(started) :]
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_sigterm_during_an_outage_ends_within_2_s(tmp_path, transport) -> None:
+    import signal
+
+    from tests.helpers import start_bridge
+
+    write_wav(tmp_path / "in.wav", [("silence", 0.3), *TURN * 10])
+    transcript = tmp_path / "t.jsonl"
+    async with running_emulator(think_ms=50, reply_seconds=0.5) as emu:
+        proc = await start_bridge(
+            *("run", "--transport", transport, "--api-base", emu.base_url, "--reconnect-for", "60"),
+            *("--input", str(tmp_path / "in.wav"), "--output", "null", "--transcript", str(transcript)),
+            env={"OPENAI_API_KEY": emu.api_key},
+        )
+        try:
+            await until(lambda: kinds(tmp_path, "assistant"), "the first reply", 15)
+            await emu.inject("refuse", status=500, seconds=60)
+            await emu.inject("drop")
+            assert proc.stdout is not None
+            seen = b""
+            async with asyncio.timeout(10):
+                while b"reconnecting (attempt 2" not in seen:  # it is retrying with backoff now
+                    seen += await proc.stdout.read(256)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 10)
+            elapsed = time.monotonic() - t0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert elapsed <= 2.0, elapsed
+    lines = transcript_lines(transcript)
+    assert lines[-1]["kind"] == "stats" and lines[-1]["reconnects"] == 0
