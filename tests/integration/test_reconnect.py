@@ -19,10 +19,8 @@ from bridge.rtc.loopback import loopback_candidates
 from tests.audio import write_wav
 from tests.helpers import run_config, transcript_lines, until
 
-TURN = [("tone", 0.6), ("silence", 1.4)]
-KOREAN = (
-    Path(__file__).resolve().parents[2] / "examples" / "agents" / "korean"
-)  # one user turn every 2 s: VAD turn, reply ~0.5 s later
+TURN = [("tone", 0.6), ("silence", 1.4)]  # one user turn every 2 s: VAD turn, reply ~0.5 s later
+KOREAN = Path(__file__).resolve().parents[2] / "examples" / "agents" / "korean"
 
 
 def kinds(tmp: Path, kind: str) -> list[dict[str, Any]]:
