@@ -61,6 +61,31 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--replay-turns", type=int, default=None, metavar="N", help="replay at most N turns (40)")
     p.add_argument("--replay-chars", type=int, default=None, metavar="N", help="replay at most N characters (8000)")
+    k = p.add_argument_group("kiosk mode (docs/kiosk.md)")
+    k.add_argument(
+        "--kiosk", action="store_true", help="always on: a call opens when someone speaks, closes when they leave"
+    )
+    k.add_argument(
+        "--hangup-after", default=None, metavar="SECONDS", help="hang up after this long with nobody speaking (30)"
+    )
+    k.add_argument("--max-call", default=None, metavar="SECONDS", help="hard cap on one call (900)")
+    k.add_argument(
+        "--max-call-minutes-per-hour", type=float, default=None, metavar="N", help="call budget per sliding hour"
+    )
+    k.add_argument("--health-port", type=int, default=None, metavar="PORT", help="serve /healthz and /metrics (off)")
+    k.add_argument("--health-host", default=None, metavar="HOST", help="address for --health-port (127.0.0.1)")
+    k.add_argument(
+        "--wake-word", default=None, metavar="NAME", help="wake only on this phrase (okay_nabu, hey_mycroft)"
+    )
+    k.add_argument(
+        "--transcript-dir", default=None, metavar="DIR", help="one JSONL transcript per call here (transcripts/)"
+    )
+    k.add_argument(
+        "--keep-days", default=None, metavar="DAYS", help="delete call transcripts older than this (30; forever)"
+    )
+    k.add_argument(
+        "--goodbye", default=None, metavar="TEXT", help="instructions for a short spoken goodbye before an idle hang-up"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 

@@ -154,6 +154,8 @@ class RunConfig:
     replay: Literal["summary", "items"] = "summary"
     replay_turns: int = 40
     replay_chars: int = 8000
+    kiosk: KioskConfig | None = None
+    """``--kiosk``: always on, a call per visitor."""
 
     @classmethod
     def from_args(cls, args: Any) -> RunConfig:
@@ -177,4 +179,54 @@ class RunConfig:
             replay=args.replay or "summary",
             replay_turns=positive("--replay-turns", args.replay_turns, 40),
             replay_chars=positive("--replay-chars", args.replay_chars, 8000),
+            kiosk=KioskConfig.from_args(args) if args.kiosk else None,
         )
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    """``bridge run --kiosk``: always on, a call per visitor (docs/kiosk.md). Built once from flags and env."""
+
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+    wake_word: str | None = None
+    transcript_dir: Path = Path("transcripts")
+    keep_days: float | None = 30.0
+    hangup_after_s: float = 30.0
+    max_call_s: float = 900.0
+    max_call_minutes_per_hour: float | None = None
+    vad_engine: str = "auto"
+    goodbye: str | None = None
+    """Instructions for a short spoken goodbye before an idle hang-up (None: hang up silently)."""
+
+    @classmethod
+    def from_args(cls, args: Any) -> KioskConfig:
+        port = args.health_port if args.health_port is not None else env("BRIDGE_HEALTH_PORT")
+        per_hour = args.max_call_minutes_per_hour
+        return cls(
+            health_port=int(port) if port is not None else None,
+            health_host=args.health_host or env("BRIDGE_HEALTH_HOST", "127.0.0.1") or "127.0.0.1",
+            wake_word=args.wake_word or env("BRIDGE_WAKE_WORD"),
+            transcript_dir=Path(args.transcript_dir or env("BRIDGE_TRANSCRIPT_DIR", "transcripts") or "transcripts"),
+            keep_days=_optional_days(args.keep_days if args.keep_days is not None else env("BRIDGE_KEEP_DAYS")),
+            hangup_after_s=seconds_setting("--hangup-after", args.hangup_after, 30.0),
+            max_call_s=seconds_setting("--max-call", args.max_call, 900.0),
+            max_call_minutes_per_hour=float(per_hour) if per_hour is not None else None,
+            vad_engine=env("BRIDGE_VAD", "auto") or "auto",
+            goodbye=args.goodbye,
+        )
+
+
+def _optional_days(value: str | float | None) -> float | None:
+    """``--keep-days``: a number of days, or ``0``/``forever`` to keep every transcript."""
+    if value is None or str(value).strip() == "":
+        return 30.0
+    if str(value).strip().casefold() in ("0", "forever", "none"):
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise ConfigError(f"--keep-days takes a number of days (or forever), got {value!r}") from None
+    if days <= 0 or math.isnan(days):
+        raise ConfigError(f"--keep-days takes a number of days (or forever), got {value!r}")
+    return days

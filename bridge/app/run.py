@@ -31,7 +31,7 @@ from bridge.call.record import CallRecord, PrintConsole
 from bridge.call.replay import ReplayBudget
 from bridge.call.station import Station
 from bridge.call.supervisor import ReconnectPolicy
-from bridge.config import Credentials, RunConfig
+from bridge.config import Credentials, KioskConfig, RunConfig
 from bridge.errors import AudioError, AuthError, ConnectError, ProtocolError
 from bridge.link.base import CloseInfo, CloseReason
 from bridge.media import resolve_device
@@ -93,6 +93,9 @@ async def amain(cfg: RunConfig) -> int:
             # 127.0.0.1 by itself, so restrict our host candidates to it (bridge.rtc.loopback).
             stack.enter_context(loopback_candidates())
         check_source(cfg.input)
+        if cfg.kiosk is not None:
+            await _kiosk(cfg, cfg.kiosk, creds, stack, session, stop)
+            return 0
         station = Station.for_devices(cfg.input, cfg.output, paced_replies=cfg.transport == "webrtc")
         await stack.enter_async_context(station.running())
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -112,6 +115,24 @@ async def amain(cfg: RunConfig) -> int:
         if ended.reason is not CloseReason.HANGUP:
             raise _error(ended, transcript.path)
     return 0
+
+
+async def _kiosk(
+    cfg: RunConfig,
+    kiosk: KioskConfig,
+    creds: Credentials,
+    stack: AsyncExitStack,
+    session: dict[str, Any],
+    stop: asyncio.Event,
+) -> None:
+    """``--kiosk``: the service runs until SIGTERM / Ctrl-C (exit 0 with any call hung up)."""
+    from bridge.kiosk.runner import Kiosk
+
+    http = await stack.enter_async_context(aiohttp.ClientSession())
+    agents = load_agents(cfg.agents) if cfg.agents else None
+    if agents is not None:
+        session = agents.session_config(session)
+    await Kiosk(cfg, kiosk, creds, http, session, agents=agents).run(stop)
 
 
 def _error(info: CloseInfo, transcript: Path) -> Exception:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 Feature = Callable[["Call"], Coroutine[Any, Any, None]]
 """A task that runs for the whole call (e.g. push-to-talk reading keys), cancelled at its end."""
+Attach = Callable[[Connection], None]
+"""How a connection takes the microphone when it becomes current (default: ``conn.attach_mic()``; a kiosk
+first drains the audio it held while the call connected)."""
 
 
 class Call:
@@ -43,6 +46,7 @@ class Call:
         tools: AgentController | None = None,
         features: Sequence[Feature] = (),
         policy: ReconnectPolicy | None = None,
+        attach: Attach | None = None,
     ) -> None:
         self.connector = connector
         self.record = record
@@ -52,6 +56,7 @@ class Call:
         """The current connection (None between connections)."""
         self.connected = asyncio.Event()
         self._features = features
+        self._attach = attach
         self.supervisor = Supervisor(self, policy)
 
     def session_config(self) -> dict[str, Any]:
@@ -66,7 +71,10 @@ class Call:
 
     def activate(self, conn: Connection) -> None:
         """``conn`` becomes the current connection: the microphone moves to it."""
-        conn.attach_mic()
+        if self._attach is not None:
+            self._attach(conn)
+        else:
+            conn.attach_mic()
         self.connection = conn
         self.connected.set()
 

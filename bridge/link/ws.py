@@ -18,7 +18,8 @@ import numpy as np
 from bridge.errors import AuthError, ConnectError, ProtocolError, QuotaError, ServiceError
 from bridge.link.base import WS, CloseInfo, CloseReason, ConnectTimings, LinkTraits, RealtimeLink
 from bridge.link.http import client_error
-from bridge.media.uplink import FrameQueue, Uplink, first_sample_time
+from bridge.media.base import RATE
+from bridge.media.uplink import FrameQueue, Uplink
 from bridge.protocol import pcm
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ class WsUplink(Uplink):
         self.paused_dropped = 0
         self._first = True
 
+    @property
+    def takes_bursts(self) -> bool:
+        return True  # the server timestamps input by sample count, not arrival (PROTOCOL.md 3)
+
     def send_frame(self, pcm48: np.ndarray, captured: float) -> None:
         if self.paused:
             self.paused_dropped += 1
@@ -158,12 +163,13 @@ class WsUplink(Uplink):
     def pause(self, paused: bool) -> None:
         self.paused = paused
 
-    def sent(self, captured: float) -> None:
-        """A frame left: the first one's first sample is the origin of the server's input timeline."""
+    def sent(self, captured: float, samples: int) -> None:
+        """Audio left (a frame, or a kiosk's held backlog in one piece): the first sample of the first one
+        is the origin of the server's input timeline."""
         if self._first:
             self._first = False
             if self.on_first_frame is not None:
-                self.on_first_frame(first_sample_time(captured))
+                self.on_first_frame(captured - samples / RATE)
 
 
 class WebSocketLink(EventSocket):
@@ -222,7 +228,7 @@ class WebSocketLink(EventSocket):
                 await self.send(append_event(frame))
             except ConnectError:
                 return  # closed under us: recv() reports why
-            self.uplink.sent(captured)
+            self.uplink.sent(captured, len(frame))
             self.sent_appends += 1
 
     def stats(self) -> dict[str, Any]:

@@ -35,9 +35,16 @@ class Uplink(abc.ABC):
         """True when :meth:`send_frame` may be called in the capture thread (else only on the loop)."""
         return False
 
+    @property
+    def takes_bursts(self) -> bool:
+        """True when held audio may be sent faster than real time, as one longer chunk to
+        :meth:`send_frame` (WebSocket appends); False for paced media (WebRTC: one frame per 20 ms)."""
+        return False
+
     @abc.abstractmethod
     def send_frame(self, pcm: np.ndarray, captured: float) -> None:
-        """Take one frame; ``captured`` is the monotonic time of its last sample. Never blocks or raises."""
+        """Take one frame (or, where :attr:`takes_bursts`, a longer chunk); ``captured`` is the monotonic time
+        of its last sample. Never blocks or raises."""
 
     @abc.abstractmethod
     def pause(self, paused: bool) -> None:
