@@ -61,6 +61,7 @@ class ResponseDone:
     status: str
     reason: str | None
     output: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  # token counts (PROTOCOL.md 4: null in response.created)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ def _parse(t: str, e: dict[str, Any]) -> Event:  # noqa: C901 - a flat dispatch 
         case "response.done":
             r = e["response"]
             details = r.get("status_details") or {}
-            return ResponseDone(r["id"], r.get("status", ""), details.get("reason"), r.get("output") or [])
+            usage = r.get("usage") if isinstance(r.get("usage"), dict) else None
+            return ResponseDone(r["id"], r.get("status", ""), details.get("reason"), r.get("output") or [], usage)
         case "response.output_item.added":
             return OutputItemAdded(e["response_id"], e["item"])
         case "response.output_audio.delta":
