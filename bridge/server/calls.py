@@ -275,13 +275,14 @@ class CallManager:
         ctrl = call.controller
         how = "handed over" if call.draining else "left to another replica" if call.lost else "ended"
         if not call.draining and not call.lost:
-            beats = [Beat(call.call_id, call.token, ctrl.take_usage(), 0)]
-            beats = [Beat(b.call_id, b.token, b.usage, b.usage.cost_micro_usd(call.model)) for b in beats]
+            usage = ctrl.take_usage()  # since the last beat
             try:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2.0):
-                        await self.store.heartbeat(beats)  # the usage since the last beat
-                        await self.store.end(call.call_id, call.token, count=not call.gone)
+                        await self.store.end(
+                            call.call_id, call.token, count=not call.gone, usage=usage,
+                            cost=usage.cost_micro_usd(call.model),
+                        )  # fmt: skip
             except StoreUnavailable:
                 log.warning("call %s: store unavailable at the end; its lease will lapse", call.call_id)
         log.info(

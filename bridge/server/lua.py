@@ -206,11 +206,18 @@ END = (
     + _ACCRUE
     + """
 -- ARGV: p call_id token('' = anyone: the call was hung up upstream) count('1': its time runs until now)
--- -> 1 if this ended it, 0 if it was already ended/unknown or someone else holds it.
+--       text_in text_cached audio_in audio_cached text_out audio_out cost_micro_usd (the owner's last usage)
+-- -> 1 if this ended it, 0 if it was already ended/unknown or someone else holds it. The usage is added
+-- whenever the record exists: a call another replica hung up still gets its owner's last tokens.
 local p, id, token, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rec = p .. ':call:' .. id
 local f = redis.call('HMGET', rec, 'state', 'accounted', 'kiosk')
-if not f[1] or f[1] == 'ended' then return 0 end
+if not f[1] then return 0 end
+local names = {'text_in', 'text_cached', 'audio_in', 'audio_cached', 'text_out', 'audio_out', 'cost_micro_usd'}
+local used = {}
+for j, name in ipairs(names) do used[name] = tonumber(ARGV[4 + j]) or 0 end
+accrue(p, f[3], used)
+if f[1] == 'ended' then return 0 end
 local lock = p .. ':lock:' .. id
 if token ~= '' and redis.call('GET', lock) ~= token then return 0 end
 if count == '1' then accrue(p, f[3], {call_seconds = math.max(0, now - (tonumber(f[2]) or now)) / 1000}) end

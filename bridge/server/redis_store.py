@@ -32,6 +32,7 @@ from bridge.server.store import (
     Verdict,
     refusal,
 )
+from bridge.server.usage import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,12 @@ class RedisStore:
         held = await self._run("HEARTBEAT", *args)
         return [bool(x) for x in held]
 
-    async def end(self, call_id: str, token: str | None, *, count: bool = True) -> bool:
-        return bool(await self._run("END", call_id, token or "", "1" if count else "0"))
+    async def end(
+        self, call_id: str, token: str | None, *, count: bool = True, usage: TokenUsage | None = None, cost: int = 0
+    ) -> bool:
+        u = usage or TokenUsage()
+        fields = (u.text_in, u.text_cached, u.audio_in, u.audio_cached, u.text_out, u.audio_out, cost)
+        return bool(await self._run("END", call_id, token or "", "1" if count else "0", *fields))
 
     async def get(self, call_id: str) -> CallRecord | None:
         try:
