@@ -469,7 +469,12 @@ class CallManager:
         t0 = time.monotonic()
         if not await self._attach(call):
             if call.task is not None and not call.task.done():
-                call.task.cancel()  # not attached in time: its end releases nothing; the lock lapses
+                # Not attached in time (a refused sideband ends the call in the registry by itself):
+                # leave it for the next try, ours or another replica's.
+                call.lost = True
+                call.task.cancel()
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release(record.call_id, token)
             log.warning("call %s: takeover from %s failed", record.call_id, record.owner)
             return False
         try:

@@ -338,7 +338,7 @@ async def test_sigterm_hands_over_with_no_gap_in_tool_answers(
                     record = await owner()
                     await asyncio.sleep(0.005)
                 handover_s = time.monotonic() - t_term
-                assert a.proc.wait(timeout=15) == 0
+                assert await asyncio.to_thread(a.proc.wait, 15) == 0
                 assert "handed over to b" in a.err(), a.err()[-2000:]
 
                 await until(lambda: count(emu, "response.done") >= 4, "the empathetic agent's reply")
@@ -358,3 +358,52 @@ async def test_sigterm_hands_over_with_no_gap_in_tool_answers(
     finally:
         await browser.close()
         replicas.close()  # stops the replicas (the generator's finally)
+
+
+async def test_sigterm_keeps_answering_until_a_successor_attaches(
+    emu: RunningEmulator,
+    redis_server: RedisServer,  # noqa: F811
+    db: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """No replica to hand over to yet: the leaving replica must keep answering (a handoff made now), then
+    let go as soon as a new replica has attached - no gap even when the successor comes late."""
+    agents = load_agents(AGENTS)
+    first = fleet(["a"], tmp_path, redis_server, emu, "--call-ttl", "10", "--handover-wait", "30")
+    (a,) = next(first)
+    second = None
+    browser = Browser()
+    try:
+        with loopback_candidates():
+            async with aiohttp.ClientSession() as http:
+                call_id = await start_call(http, browser, a)
+                await say_turn(emu, browser, 0)
+                await until(lambda: count(emu, "response.done") >= 2, "the handoff to korean_20s and its reply")
+                a.term()
+                state: dict[str, str] = {}
+
+                async def released() -> None:
+                    while state.get("state") != "handover":
+                        state.update(await db.hgetall(f"bridge:call:{call_id}"))
+                        await asyncio.sleep(0.005)
+
+                await asyncio.wait_for(released(), 10)
+                await say_turn(emu, browser, 2)  # the handoff call arrives while A is leaving, B not there
+                await until(lambda: count(emu, "response.done") >= 4, "the empathetic agent's reply")
+                assert tool_outputs(emu) == {"call_handoff_korean": 1, "call_handoff_empathetic": 1}
+                assert a.alive()
+
+                # (in a thread: this event loop also runs the emulator, which B must reach)
+                second = fleet(["b"], tmp_path, redis_server, emu, "--call-ttl", "10")
+                await asyncio.to_thread(next, second)
+                assert await asyncio.to_thread(a.proc.wait, 20) == 0
+                assert (await db.hgetall(f"bridge:call:{call_id}"))["owner"] == "b"
+                await say_turn(emu, browser, 4)
+                await until(lambda: count(emu, "response.done") >= 6, "all six responses")
+        assert tool_outputs(emu) == dict.fromkeys(TOOL_CALLS, 1)
+        assert active_agents(emu, agents) == EXPECTED_AGENT
+    finally:
+        await browser.close()
+        first.close()
+        if second is not None:
+            second.close()
