@@ -46,10 +46,10 @@ class JsonFormatter(logging.Formatter):
         http = getattr(record, "http", None)
         if isinstance(http, dict):
             line.update({k: v for k, v in http.items() if v is not None})
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        elif record.exc_text:
+        if record.exc_text:  # already redacted by Redact
             line["error"] = record.exc_text
+        elif record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
