@@ -323,6 +323,8 @@ class CallManager:
         """Create the call upstream, register it, attach the agents; 201 + SDP answer (or an error)."""
         settings = self.settings
         assert settings.agents is not None
+        if self.closing:
+            return json_error(503, "shutting_down", "This server is stopping; try again.", {"Retry-After": "1"})
         try:
             async with asyncio.timeout(settings.upstream_timeout):
                 with self.metrics.upstream.labels(op="call").time():
@@ -392,7 +394,7 @@ class CallManager:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.end(call_id, None, count=True)
         where = "here" if local is not None else f"owned by {record.owner if record else '?'}"
-        log.info("call %s (%s) hung up (upstream %s)", call_id, where, "ok" if upstream_ok else "already gone")
+        log.info("call %s hung up (%s; upstream %s)", call_id, where, "ok" if upstream_ok else "already gone")
         return web.json_response({"call_id": call_id, "ended": True})
 
     # ---- the fleet: heartbeat, takeover, handover ----------------------------------------------------------
@@ -449,6 +451,14 @@ class CallManager:
         """Attach our sideband to a call we just locked, with its active agent and that agent's tools."""
         agents = self.settings.agents
         assert agents is not None
+        mine = self.calls.get(record.call_id)
+        if mine is not None and mine.task is not None and not mine.task.done() and not mine.lost:
+            # Our own lock lapsed (this loop stalled past the TTL) and nobody else took it: keep running it.
+            mine.token, mine.draining, mine.controller.counting = token, False, True
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.mark_attached(record.call_id, token)
+            log.warning("call %s: our lock had lapsed; taken back", record.call_id)
+            return True
         agent = record.agent
         if agent not in agents.agents:
             log.warning("call %s: agent %r is not in this replica's agents file; using %s", record.call_id,
