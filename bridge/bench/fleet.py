@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,18 +186,29 @@ class MintRun:
     p99_ms: float = 0.0
     redis_round_trips_per_mint: float | None = None
     redis_commands_per_mint: float | None = None  # inside the script included
+    statuses: dict[int, int] = field(default_factory=dict)  # 0 = no answer
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
 
-async def _mint(http: aiohttp.ClientSession, url: str, n: int) -> tuple[bool, float]:
+async def _mint(http: aiohttp.ClientSession, url: str, n: int, statuses: Counter[int]) -> tuple[bool, float]:
+    """One mint at ``url`` (a replica's ``/api/client-secret``, or the upstream's own endpoint)."""
     headers = {"X-Forwarded-For": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
+    if url.endswith("/realtime/client_secrets"):
+        headers["Authorization"] = f"Bearer {API_KEY}"
     t0 = time.perf_counter()
-    async with http.post(f"{url}/api/client-secret", headers=headers) as resp:
-        await resp.read()
-        return resp.status == 200, (time.perf_counter() - t0) * 1000
+    try:
+        async with http.post(url, json={}, headers=headers) as resp:
+            await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError):
+        status = 0
+    statuses[status] += 1
+    return status == 200, (time.perf_counter() - t0) * 1000
 
 
-async def closed_loop(urls: list[str], concurrency: int, seconds: float) -> tuple[int, int, float]:
+async def closed_loop(
+    urls: list[str], concurrency: int, seconds: float, statuses: Counter[int]
+) -> tuple[int, int, float]:
     """``concurrency`` workers minting back to back for ``seconds``; (ok, errors, elapsed)."""
     counter = [0, 0, 0]
     stop = time.monotonic() + seconds
@@ -206,7 +218,7 @@ async def closed_loop(urls: list[str], concurrency: int, seconds: float) -> tupl
             while time.monotonic() < stop:
                 n = counter[2]
                 counter[2] += 1
-                ok, _ = await _mint(http, urls[n % len(urls)], n)
+                ok, _ = await _mint(http, urls[n % len(urls)], n, statuses)
                 counter[0 if ok else 1] += 1
 
         t0 = time.monotonic()
@@ -216,14 +228,14 @@ async def closed_loop(urls: list[str], concurrency: int, seconds: float) -> tupl
         return counter[0], counter[1], time.monotonic() - t0
 
 
-async def open_loop(urls: list[str], rate: float, seconds: float) -> tuple[list[float], int]:
+async def open_loop(urls: list[str], rate: float, seconds: float, statuses: Counter[int]) -> tuple[list[float], int]:
     """One request every 1/rate s whatever the answers do; latencies of the successful ones."""
     latencies: list[float] = []
     errors = [0]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
         async def one(n: int) -> None:
-            ok, ms = await _mint(http, urls[n % len(urls)], 1_000_000 + n)
+            ok, ms = await _mint(http, urls[n % len(urls)], 1_000_000 + n, statuses)
             if ok:
                 latencies.append(ms)
             else:
@@ -242,28 +254,30 @@ async def mint_bench(args: argparse.Namespace, workdir: Path, api_base: str) -> 
     ``--rounds`` times, so drift in the machine's load hits them alike; the median round is reported."""
     configs = (("1 replica, memory", 1, False), ("1 replica, Redis", 1, True), ("3 replicas, Redis", 3, True))
     with contextlib.ExitStack() as stack:
-        setups = []
+        # The upstream alone (the emulator's own mint endpoint): the floor every configuration stands on.
+        setups = [(MintRun("upstream alone (no bridge serve)", 0, False), [f"{api_base}/realtime/client_secrets"], 0)]
         for k, (config, count, with_redis) in enumerate(configs):
             redis_url, port = stack.enter_context(redis_server(workdir)) if with_redis else (None, 0)
             names = [f"m{k}{i}" for i in range(count)]
             procs = await asyncio.to_thread(start_replicas, names, workdir, api_base, redis_url)
             for p in procs:
                 stack.callback(p.stop)
-            setups.append((MintRun(config, count, with_redis), [p.url for p in procs], port))
-        for _, urls, _ in setups:
-            await closed_loop(urls, args.concurrency, 1.0)  # warm-up: connections, script cache
+            setups.append((MintRun(config, count, with_redis), [f"{p.url}/api/client-secret" for p in procs], port))
+        statuses: dict[str, Counter[int]] = {run.config: Counter() for run, _, _ in setups}
+        for _run, urls, _ in setups:
+            await closed_loop(urls, args.concurrency, 1.0, Counter())  # warm-up: connections, script cache
         rates: dict[str, list[float]] = {run.config: [] for run, _, _ in setups}
         for _ in range(args.rounds):
             for run, urls, _ in setups:
-                ok, errors, elapsed = await closed_loop(urls, args.concurrency, args.seconds)
+                ok, errors, elapsed = await closed_loop(urls, args.concurrency, args.seconds, statuses[run.config])
                 rates[run.config].append(ok / elapsed)
                 run.errors += errors
         for _ in range(args.rounds):
             for run, urls, port in setups:
                 before = redis_commands(port) if run.redis else (0, 0)
-                latencies, errors = await open_loop(urls, args.rate, args.seconds)
+                latencies, errors = await open_loop(urls, args.rate, args.seconds, statuses[run.config])
                 if run.redis:
-                    after, n = redis_commands(port), max(1, len(latencies))
+                    after, n = redis_commands(port), int(args.rate * args.seconds)  # every request, refused or not
                     run.redis_round_trips_per_mint = (after[0] - before[0]) / n
                     run.redis_commands_per_mint = (after[1] - before[1]) / n
                 run.errors += errors
@@ -272,12 +286,13 @@ async def mint_bench(args: argparse.Namespace, workdir: Path, api_base: str) -> 
         for run, _, _ in setups:
             run.mints_per_s = statistics.median(rates[run.config])
             run.offered_per_s = args.rate
+            run.statuses = dict(statuses[run.config])
             run.p50_ms, run.p99_ms = percentile(run.latencies_ms, 0.5), percentile(run.latencies_ms, 0.99)
             runs.append(run)
             print(f"  {run.config}: {run.mints_per_s:.0f} mints/s (rounds: "
                   f"{', '.join(f'{r:.0f}' for r in rates[run.config])}); at {args.rate:.0f}/s p50 {run.p50_ms:.1f} ms "
                   f"p99 {run.p99_ms:.1f} ms; {run.redis_round_trips_per_mint or 0:.2f} Redis round trips/mint "
-                  f"({run.redis_commands_per_mint or 0:.1f} commands); {run.errors} errors", flush=True)  # fmt: skip
+                  f"({run.redis_commands_per_mint or 0:.1f} commands); HTTP {run.statuses}", flush=True)  # fmt: skip
     return runs
 
 
@@ -420,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bridge.bench.fleet", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0, help="per closed/open loop (default 10)")
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop requests in flight (default 32)")
-    p.add_argument("--rate", type=float, default=100.0, help="open-loop offered mints/s (default 100)")
+    p.add_argument("--rate", type=float, default=50.0, help="open-loop offered mints/s (default 50)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the mint configurations (default 3)")
     p.add_argument("--trials", type=int, default=20, help="takeover trials (default 20)")
     p.add_argument("--ttl", type=float, default=2.0, help="--call-ttl of the takeover replicas (default 2 s)")
