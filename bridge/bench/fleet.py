@@ -7,7 +7,9 @@ of ``--concurrency`` requests for ``--seconds``, then an open loop at ``--rate``
 
 - throughput: mints/s for 1 replica without Redis, 1 with, 3 with (requests spread round robin);
 - latency: p50/p99 of a mint at a fixed offered load (open loop: a request every 1/rate s, not waiting);
-- round trips: Redis commands processed per mint (``INFO stats`` before/after, its own INFO removed);
+- round trips: Redis requests per mint (``INFO commandstats``: EVALSHA and friends; the commands a script
+  runs inside Redis are counted apart), and the CPU milliseconds one mint costs bridge serve and Redis
+  (``/proc/<pid>/stat``: robust to a loaded machine, unlike mints/s);
 - takeover: a call with agents on replica A (a real aiortc peer), ``kill -9`` A, time until another
   replica owns the call with its sideband attached (Redis record ``state=live``), over ``--trials``.
 
@@ -100,7 +102,7 @@ def _wait_for(p: Proc, pattern: re.Pattern[str], timeout: float = 30.0) -> re.Ma
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
+def redis_server(workdir: Path) -> Iterator[tuple[str, int, int]]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("bench.fleet: redis-server is not installed (apt-get install redis-server)")
@@ -117,7 +119,7 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not answer")
             time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0", port
+        yield f"redis://127.0.0.1:{port}/0", port, p.proc.pid
     finally:
         p.stop()
 
@@ -143,13 +145,13 @@ def redis_commands(port: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def emulator(workdir: Path) -> Iterator[str]:
+def emulator(workdir: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     p = _spawn("emulator", [sys.executable, "-m", "bridge", "emulate", "--host", "127.0.0.1", "--port", str(port),
                             "--think-ms", "20", "--api-keys", API_KEY], workdir)  # fmt: skip
     try:
         _wait_for(p, re.compile(r"listening on"))
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", p.proc.pid
     finally:
         p.stop()
 
@@ -187,6 +189,8 @@ class MintRun:
     redis_round_trips_per_mint: float | None = None
     redis_commands_per_mint: float | None = None  # inside the script included
     statuses: dict[int, int] = field(default_factory=dict)  # 0 = no answer
+    cpu_ms_per_mint: float = 0.0  # bridge serve (all replicas) or, for the floor, the upstream
+    redis_cpu_ms_per_mint: float | None = None
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
 
@@ -249,28 +253,45 @@ async def open_loop(urls: list[str], rate: float, seconds: float, statuses: Coun
     return latencies, errors[0]
 
 
-async def mint_bench(args: argparse.Namespace, workdir: Path, api_base: str) -> list[MintRun]:
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of these processes so far (``/proc/<pid>/stat``)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def mint_bench(args: argparse.Namespace, workdir: Path, api_base: str, emulator_pid: int) -> list[MintRun]:
     """All three configurations run side by side (idle when not measured) and are measured in turns,
     ``--rounds`` times, so drift in the machine's load hits them alike; the median round is reported."""
     configs = (("1 replica, memory", 1, False), ("1 replica, Redis", 1, True), ("3 replicas, Redis", 3, True))
     with contextlib.ExitStack() as stack:
         # The upstream alone (the emulator's own mint endpoint): the floor every configuration stands on.
         setups = [(MintRun("upstream alone (no bridge serve)", 0, False), [f"{api_base}/realtime/client_secrets"], 0)]
+        pids: dict[str, tuple[list[int], list[int]]] = {setups[0][0].config: ([emulator_pid], [])}
         for k, (config, count, with_redis) in enumerate(configs):
-            redis_url, port = stack.enter_context(redis_server(workdir)) if with_redis else (None, 0)
+            redis_url, port, redis_pid = stack.enter_context(redis_server(workdir)) if with_redis else (None, 0, 0)
             names = [f"m{k}{i}" for i in range(count)]
             procs = await asyncio.to_thread(start_replicas, names, workdir, api_base, redis_url)
             for p in procs:
                 stack.callback(p.stop)
             setups.append((MintRun(config, count, with_redis), [f"{p.url}/api/client-secret" for p in procs], port))
+            pids[config] = ([p.proc.pid for p in procs], [redis_pid] if with_redis else [])
         statuses: dict[str, Counter[int]] = {run.config: Counter() for run, _, _ in setups}
         for _run, urls, _ in setups:
             await closed_loop(urls, args.concurrency, 1.0, Counter())  # warm-up: connections, script cache
         rates: dict[str, list[float]] = {run.config: [] for run, _, _ in setups}
+        cpu_ms: dict[str, list[tuple[float, float]]] = {run.config: [] for run, _, _ in setups}
         for _ in range(args.rounds):
             for run, urls, _ in setups:
+                serve, store = pids[run.config]
+                c0 = (cpu_seconds(serve), cpu_seconds(store))
                 ok, errors, elapsed = await closed_loop(urls, args.concurrency, args.seconds, statuses[run.config])
                 rates[run.config].append(ok / elapsed)
+                cpu_ms[run.config].append(
+                    ((cpu_seconds(serve) - c0[0]) * 1000 / max(1, ok), (cpu_seconds(store) - c0[1]) * 1000 / max(1, ok))
+                )
                 run.errors += errors
         for _ in range(args.rounds):
             for run, urls, port in setups:
@@ -287,11 +308,15 @@ async def mint_bench(args: argparse.Namespace, workdir: Path, api_base: str) -> 
             run.mints_per_s = statistics.median(rates[run.config])
             run.offered_per_s = args.rate
             run.statuses = dict(statuses[run.config])
+            run.cpu_ms_per_mint = statistics.median(c for c, _ in cpu_ms[run.config])
+            run.redis_cpu_ms_per_mint = statistics.median(r for _, r in cpu_ms[run.config]) if run.redis else None
             run.p50_ms, run.p99_ms = percentile(run.latencies_ms, 0.5), percentile(run.latencies_ms, 0.99)
             runs.append(run)
             print(f"  {run.config}: {run.mints_per_s:.0f} mints/s (rounds: "
                   f"{', '.join(f'{r:.0f}' for r in rates[run.config])}); at {args.rate:.0f}/s p50 {run.p50_ms:.1f} ms "
-                  f"p99 {run.p99_ms:.1f} ms; {run.redis_round_trips_per_mint or 0:.2f} Redis round trips/mint "
+                  f"p99 {run.p99_ms:.1f} ms; CPU {run.cpu_ms_per_mint:.2f} ms/mint (Redis "
+                  f"{run.redis_cpu_ms_per_mint or 0:.3f}); {run.redis_round_trips_per_mint or 0:.2f} Redis round trips "
+                  f"per mint "
                   f"({run.redis_commands_per_mint or 0:.1f} commands); HTTP {run.statuses}", flush=True)  # fmt: skip
     return runs
 
@@ -344,7 +369,7 @@ async def takeover_bench(args: argparse.Namespace, workdir: Path, api_base: str)
 
     result = Takeover(args.ttl)
     extra = ["--agents", str(AGENTS), "--call-ttl", str(args.ttl), "--max-calls", "1000"]
-    with redis_server(workdir) as (redis_url, _), loopback_candidates():
+    with redis_server(workdir) as (redis_url, _, _), loopback_candidates():
         db = aioredis.Redis.from_url(redis_url, decode_responses=True)
         replicas = await asyncio.to_thread(start_replicas, ["t0", "t1"], workdir, api_base, redis_url, extra)
         serial = 2
@@ -408,10 +433,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         workdir = Path(tmp)
         out: dict[str, Any] = {"machine": machine(), "args": vars(args)}
-        with emulator(workdir) as api_base:
+        with emulator(workdir) as (api_base, emulator_pid):
             if not args.skip_mints:
                 print("mints:", flush=True)
-                out["mints"] = [asdict(r) | {"latencies_ms": None} for r in await mint_bench(args, workdir, api_base)]
+                runs = await mint_bench(args, workdir, api_base, emulator_pid)
+                out["mints"] = [asdict(r) | {"latencies_ms": None} for r in runs]
             if not args.skip_takeover:
                 print(f"takeover after kill -9 (ttl {args.ttl} s):", flush=True)
                 t = await takeover_bench(args, workdir, api_base)
