@@ -117,6 +117,7 @@ class LiveCall:
     model: str = ""
     created: float = field(default_factory=time.time)  # epoch seconds, when the call was created upstream
     taken_over: bool = False
+    from_handover: bool = False  # taken while its previous owner was still attached (graceful stop)
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     draining: bool = False  # released for a handover: another replica takes it; we answer until then
@@ -273,6 +274,13 @@ class CallManager:
     async def _finish(self, call: LiveCall) -> None:
         """Tell the store how the call left us: ended (or gone), handed over, or lost to another replica."""
         ctrl = call.controller
+        if call.gone and call.from_handover:
+            # The API may allow one sideband per call (UNCONFIRMED, PROTOCOL.md 2.4): refused while the
+            # leaving replica may still be attached is no proof that the call ended. Let go and retry
+            # (the takeover loop waits a second) until the handover window has passed.
+            call.lost = True
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.release(call.call_id, call.token)
         how = "handed over" if call.draining else "left to another replica" if call.lost else "ended"
         if not call.draining and not call.lost:
             usage = ctrl.take_usage()  # since the last beat
@@ -475,6 +483,8 @@ class CallManager:
             model=record.model or self.settings.model,
             created=record.created,
             taken_over=True,
+            from_handover=record.state == "handover"
+            and time.time() - record.released < self.settings.handover_wait + self.settings.call_ttl,
         )
         t0 = time.monotonic()
         if not await self._attach(call):

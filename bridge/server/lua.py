@@ -248,25 +248,29 @@ end
 return 0
 """
 
-RELEASE = """
+RELEASE = (
+    _NOW
+    + """
 -- ARGV: p call_id token. Graceful handover: free the lock at once and tell the other replicas.
 local lock = ARGV[1] .. ':lock:' .. ARGV[2]
 if redis.call('GET', lock) ~= ARGV[3] then return 0 end
 redis.call('DEL', lock)
-redis.call('HSET', ARGV[1] .. ':call:' .. ARGV[2], 'state', 'handover')
+redis.call('HSET', ARGV[1] .. ':call:' .. ARGV[2], 'state', 'handover', 'released', ms(now))
 redis.call('PUBLISH', ARGV[1] .. ':handover', ARGV[2])
 return 1
 """
+)
 
 CLAIM_ORPHAN = (
     _NOW
     + """
--- ARGV: p owner token ttl_ms lease_ms -> {id, agent, created, kiosk, previous owner, previous state, model}
+-- ARGV: p owner token ttl_ms lease_ms
+-- -> {id, agent, created, kiosk, previous owner, previous state, model, released (ms, '0' = never)}
 -- for the first registered call nobody holds (its owner died or handed it over), now locked by us; or nil.
 local p, owner, token, ttl, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 for _, id in ipairs(redis.call('SMEMBERS', p .. ':callidx')) do
   local rec = p .. ':call:' .. id
-  local f = redis.call('HMGET', rec, 'state', 'agent', 'created', 'kiosk', 'owner', 'model')
+  local f = redis.call('HMGET', rec, 'state', 'agent', 'created', 'kiosk', 'owner', 'model', 'released')
   if not f[1] or f[1] == 'ended' then
     redis.call('SREM', p .. ':callidx', id)
   elseif redis.call('EXISTS', p .. ':lock:' .. id) == 0 then
@@ -274,7 +278,7 @@ for _, id in ipairs(redis.call('SMEMBERS', p .. ':callidx')) do
     redis.call('HSET', rec, 'owner', owner, 'state', 'taking_over', 'previous_owner', f[5] or '')
     redis.call('ZADD', p .. ':calls', ms(now + lease), id)
     if f[4] and f[4] ~= '' then redis.call('ZADD', p .. ':kcalls:' .. f[4], ms(now + lease), id) end
-    return {id, f[2] or '', f[3] or '0', f[4] or '', f[5] or '', f[1], f[6] or ''}
+    return {id, f[2] or '', f[3] or '0', f[4] or '', f[5] or '', f[1], f[6] or '', f[7] or '0'}
   end
 end
 return false

@@ -204,8 +204,10 @@ class RedisStore:
         found = await self._run("CLAIM_ORPHAN", self.replica, token, self.ttl_ms, self.lease_ms)
         if not found:
             return None
-        call_id, agent, created, kiosk, previous, state, model = found
-        return CallRecord(call_id, previous, agent, int(created) / 1000, kiosk or None, state, model)
+        call_id, agent, created, kiosk, previous, state, model, released = found
+        return CallRecord(
+            call_id, previous, agent, int(created) / 1000, kiosk or None, state, model, int(released) / 1000
+        )
 
     async def mark_attached(self, call_id: str, token: str) -> bool:
         return bool(await self._run("MARK_ATTACHED", call_id, token, self.replica))

@@ -77,6 +77,7 @@ class CallRecord:
     kiosk: str | None = None
     state: CallState = "live"
     model: str = ""
+    released: float = 0.0  # epoch seconds of the last graceful release (0: never)
 
 
 @dataclass(frozen=True)

@@ -407,3 +407,61 @@ async def test_sigterm_keeps_answering_until_a_successor_attaches(
         first.close()
         if second is not None:
             second.close()
+
+
+class OneSidebandCalls(dict[str, Any]):
+    """The emulator's call table, made to refuse a second sideband on a call while one is attached (the
+    real API's behaviour here is UNCONFIRMED, PROTOCOL.md 2.4): its sideband handler looks the call up
+    with ``get`` after adding the new socket, so two open sockets mean a second sideband."""
+
+    def __init__(self, emu: RunningEmulator) -> None:
+        super().__init__(emu.state.calls)
+        self._emu = emu
+        self.refused = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if len(self._emu.state.sockets) >= 2:
+            self.refused += 1
+            return default
+        return super().get(key, default)
+
+
+async def test_handover_when_the_api_allows_one_sideband_per_call(
+    emu: RunningEmulator,
+    redis_server: RedisServer,  # noqa: F811
+    db: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """The successor is refused while the leaving replica is attached: it must not end the call, but
+    retry and attach once the leaving replica has let go (after --handover-wait)."""
+    agents = load_agents(AGENTS)
+    replicas = fleet(["a", "b"], tmp_path, redis_server, emu, "--call-ttl", "10", "--handover-wait", "2")
+    a, b = next(replicas)
+    browser = Browser()
+    try:
+        with loopback_candidates():
+            async with aiohttp.ClientSession() as http:
+                call_id = await start_call(http, browser, a)
+                table = OneSidebandCalls(emu)
+                emu.state.calls = table
+                await say_turn(emu, browser, 0)
+                await until(lambda: count(emu, "response.done") >= 2, "the handoff to korean_20s and its reply")
+                a.term()
+                record: dict[str, str] = {}
+                t0 = time.monotonic()
+                while not (record.get("owner") == "b" and record.get("state") == "live"):
+                    assert time.monotonic() - t0 < 10, f"no takeover: {record}"
+                    record = dict(await db.hgetall(f"bridge:call:{call_id}"))
+                    await asyncio.sleep(0.01)
+                assert table.refused >= 1  # B was refused at least once while A was still attached
+                assert await asyncio.to_thread(a.proc.wait, 15) == 0
+                assert call_id in emu.state.calls  # the call was never hung up or ended
+                await say_turn(emu, browser, 2)
+                await say_turn(emu, browser, 4)
+                await until(lambda: count(emu, "response.done") >= 6, "all six responses")
+        assert tool_outputs(emu) == dict.fromkeys(TOOL_CALLS, 1)
+        assert active_agents(emu, agents) == EXPECTED_AGENT
+        assert [x["name"] for x in transcript(b, call_id) if x["kind"] == "tool"] == ["record_emotion_score"]
+    finally:
+        await browser.close()
+        replicas.close()  # stops the replicas (the generator's finally)
