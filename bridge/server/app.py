@@ -350,13 +350,14 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
         except StoreUnavailable:
             redis = "down"
     manager = request.app.get(CALLS)
+    ok = redis != "down" and manager is not None and manager.running
     body: dict[str, Any] = {
-        "status": "ok" if redis != "down" else "unavailable",
+        "status": "ok" if ok else "unavailable",
         "replica": settings.replica_id,
         "redis": redis,
         "calls": len(manager) if manager is not None else 0,
     }
-    return web.json_response(body, status=200 if redis != "down" else 503)
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:

@@ -181,6 +181,11 @@ class CallManager:
     def __len__(self) -> int:
         return len(self.calls)
 
+    @property
+    def running(self) -> bool:
+        """False once the supervisor stopped (shutdown, or a bug in a loop): /healthz then fails."""
+        return self._supervisor is not None and not self._supervisor.done()
+
     # ---- lifetime -------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> CallManager:
@@ -228,7 +233,10 @@ class CallManager:
                 call.task.cancel()
         self._stop.set()
         if self._supervisor is not None:
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+            try:
+                await self._supervisor
+            except Exception:  # a bug in a loop: say so (the calls are gone either way)
+                log.exception("the call manager failed")
 
     def _spawn(self, call: LiveCall) -> asyncio.Task[None]:
         if self._tg is None or self.closing:
