@@ -70,6 +70,7 @@ def configure(json_lines: bool, *secrets: str | None) -> None:
 def log_request(fields: dict[str, Any]) -> None:
     """One line for one request; ``fields`` as in the module doc."""
     http = {k: fields.get(k) for k in _FIELDS}
+    http["ms"] = round(float(http["ms"] or 0.0), 1)
     text = " ".join(
         [f"{http['method']} {http['path']} {http['status']} {http['ms']:.1f} ms client={http['client']}"]
         + [f"{k}={http[k]}" for k in ("reason", "kiosk", "call_id") if http.get(k)]
