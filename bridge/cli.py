@@ -10,6 +10,8 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from bridge import __version__
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, EMULATOR_HOST, EMULATOR_PORT, load_env
@@ -24,7 +26,7 @@ COMMANDS = {
 }
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="talk to the model through the local microphone and speaker")
     p.add_argument("--transport", choices=["webrtc", "ws"], default="webrtc")
     p.add_argument("--input", default=None, metavar="DEV", help="device index, name substring, FILE.wav or null")
@@ -50,7 +52,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
-def _add_emulate(sub: argparse._SubParsersAction) -> None:
+def _add_emulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("emulate", help="run the offline Realtime API emulator")
     p.add_argument("--host", default=EMULATOR_HOST)
     p.add_argument("--port", type=int, default=EMULATOR_PORT)
@@ -69,13 +71,45 @@ def _add_emulate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="comma-separated valid API keys (default: any key of the sk-... form)",
     )
+    f = p.add_argument_group("faults (docs/emulator.md; at run time: POST /_emulator/faults)")
+    f.add_argument("--max-session-s", type=float, default=3600.0, metavar="S",
+                   help="maximum session length: session_expired, then close 1001 (default 3600)")  # fmt: skip
+    f.add_argument("--drop-after-s", type=float, default=None, metavar="S", help="drop every session S s in")
+    f.add_argument("--drop-random-s", type=float, default=None, metavar="MEAN",
+                   help="drop each session after a random time (exponential, this mean)")  # fmt: skip
+    f.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of --drop-random-s")
+    f.add_argument("--stall-after-s", type=float, default=None, metavar="S",
+                   help="every session goes silent S s in (no events, pings or RTP; nothing closed)")  # fmt: skip
+    f.add_argument("--close-after-s", type=float, default=None, metavar="S", help="close every session S s in")
+    f.add_argument("--close-code", type=int, default=1011, metavar="CODE", help="1001 | 1011 | 3000 | 4000")
+    f.add_argument("--error-after-s", type=float, default=None, metavar="S",
+                   help="send every session an error event S s in")  # fmt: skip
+    f.add_argument("--error-code", default="server_error", metavar="CODE", help="its code (default server_error)")
+    f.add_argument("--error-type", default="server_error", metavar="TYPE", help="its type (default server_error)")
+    f.add_argument("--refuse-for-s", type=float, default=0.0, metavar="S",
+                   help="refuse new keys, calls and sessions for S s after start-up")  # fmt: skip
+    f.add_argument("--refuse-status", type=int, default=500, choices=(500, 429), help="with this HTTP status")
+    f.add_argument("--text-only-after-assistant-text", action="store_true",
+                   help="the known trap: a session seeded with assistant text items answers in text only")  # fmt: skip
+    f.add_argument("--quote-context", action="store_true", help="replies quote the earlier user turn")
+    f.add_argument("--no-admin", action="store_true", help="no /_emulator admin API (loopback-only anyway)")
+    f.add_argument("--admin-allow", action="append", default=None, metavar="ADDR",
+                   help="also answer admin requests from this client address (e.g. the lab's namespace)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
 class _ServeVerbosity(argparse.Action):
     """``bridge serve -v`` / ``-vv`` (more detail) or ``-v json`` (one JSON object per log line)."""
 
-    def __call__(self, parser, namespace, value, option_string=None):  # type: ignore[no-untyped-def]
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if value is not None and not isinstance(value, str):
+            parser.error("-v takes one value")
         level = getattr(namespace, "verbose", 0) or 0
         if value is None or set(value) == {"v"}:
             namespace.verbose = level + 1 + (len(value) if value else 0)
@@ -86,7 +120,7 @@ class _ServeVerbosity(argparse.Action):
             parser.error(f"-v takes nothing, json or text, got {value!r}")
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="token server + browser client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -132,7 +166,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         action.add_argument("--redis-url", default=None, metavar="URL", help="the fleet's Redis (or BRIDGE_REDIS_URL)")
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="latency lab: WebRTC vs WebSocket under network impairment")
     p.add_argument("--transports", default="webrtc,ws")
     p.add_argument("--profiles", default="clean")
@@ -147,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
-    sub.add_parser("devices", help="list audio input and output devices")
+    devices = sub.add_parser("devices", help="list audio input and output devices")
+    devices.add_argument("-v", "--verbose", action="count", default=0)
     _add_emulate(sub)
     _add_serve(sub)
     _add_bench(sub)
@@ -168,7 +203,7 @@ def setup_logging(verbosity: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     load_env()
     args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "verbose", 0))
+    setup_logging(args.verbose)
     module_name, where = COMMANDS[args.command]
     try:
         module = importlib.import_module(module_name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from dotenv import load_dotenv
@@ -86,3 +87,61 @@ def credentials(
         token_url=token_url or env("BRIDGE_TOKEN_URL"),
         token_secret=token_secret or env("BRIDGE_TOKEN_SECRET"),
     )
+
+
+FastRtp = Literal["on", "off", "loop"]
+"""``BRIDGE_FAST_RTP``: ``on`` (default; ``1``): bridge's short RTP paths, the uplink sent from the
+microphone's capture thread when it has one; ``loop``: short paths, uplink always sent from the event loop
+(for A/B measurements); ``off`` (``0``): aiortc's own RTP loops."""
+DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
+
+
+def fast_rtp_setting(value: str | None) -> FastRtp:
+    text = (value or "1").strip().casefold()
+    if text in ("1", "on", "true", "yes"):
+        return "on"
+    if text in ("0", "off", "false", "no"):
+        return "off"
+    if text == "loop":
+        return "loop"
+    raise ConfigError(f"BRIDGE_FAST_RTP takes 1, 0 or loop (got {value!r})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``bridge run`` is told, from flags, then the environment, then ``.env`` (built here once)."""
+
+    credentials: Credentials
+    transport: Literal["webrtc", "ws"] = "webrtc"
+    input: str | None = None
+    output: str | None = None
+    transcript: Path | None = None
+    duration: float | None = None
+    model: str = DEFAULT_MODEL
+    voice: str = DEFAULT_VOICE
+    instructions: str = DEFAULT_INSTRUCTIONS
+    offline: bool = False
+    agents: Path | None = None
+    ptt: bool = False
+    bargein: Literal["exact", "naive"] = "exact"
+    fast_rtp: FastRtp = "on"
+
+    @classmethod
+    def from_args(cls, args: Any) -> RunConfig:
+        """From ``bridge run``'s parsed flags (an ``argparse.Namespace``) and the environment."""
+        return cls(
+            credentials=credentials(args.api_base, args.token_url, args.token_secret),
+            transport=args.transport,
+            input=args.input,
+            output=args.output,
+            transcript=Path(args.transcript) if args.transcript else None,
+            duration=args.duration,
+            model=args.model or DEFAULT_MODEL,
+            voice=args.voice or DEFAULT_VOICE,
+            instructions=read_text_arg(args.instructions) or DEFAULT_INSTRUCTIONS,
+            offline=bool(args.offline),
+            agents=Path(args.agents) if args.agents else None,
+            ptt=bool(args.ptt),
+            bargein=args.bargein,
+            fast_rtp=fast_rtp_setting(env("BRIDGE_FAST_RTP")),
+        )

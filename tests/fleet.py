@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-
-from bridge.media.null import NullSource
-from bridge.media.track import MicTrack
+from aiortc import AudioStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 ROOT = Path(__file__).resolve().parents[1]
 _URL = re.compile(r"open (http://127\.0\.0\.1:(\d+)/) in a browser")
@@ -146,7 +143,7 @@ class Browser:
 
     def __post_init__(self) -> None:
         self.channel = self.pc.createDataChannel("oai-events")
-        self.pc.addTrack(MicTrack(NullSource()))
+        self.pc.addTrack(AudioStreamTrack())  # a browser's microphone, silent
         self.channel.on("message", lambda m: self.events.append(json.loads(m)))
 
     def headers(self, sdp: bool = True) -> dict[str, str]:

@@ -61,7 +61,7 @@ def _has_devices(env: dict[str, str]) -> bool:
 def _rescan() -> None:
     """PortAudio lists devices once per initialisation; look again now that the server is up."""
     try:
-        from bridge.media.devices import rescan
+        from bridge.media.portaudio import rescan
 
         rescan()
     except Exception:  # PortAudio missing: the tests report it through bridge's own errors

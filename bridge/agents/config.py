@@ -143,7 +143,8 @@ class AgentSet:
         }
 
     def session_config(self, base: dict[str, Any]) -> dict[str, Any]:
-        """``base`` (a GA session, e.g. from ``bridge.protocol.session.realtime_session``) set up for the start agent.
+        """``base`` (a GA session, e.g. from :func:`bridge.protocol.session_config.realtime_session`) set up
+        for the start agent.
 
         Keeps ``base``'s model, turn detection and formats; sets instructions, tools, the one voice and the
         start agent's transcription language.

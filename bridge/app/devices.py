@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from bridge.errors import AudioError
-from bridge.media.devices import DeviceInfo, list_devices
+from bridge.media.portaudio import DeviceInfo, list_devices
 
 
 def format_table(devices: list[DeviceInfo]) -> str:

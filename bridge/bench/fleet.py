@@ -335,15 +335,12 @@ class Takeover:
 @contextlib.asynccontextmanager
 async def browser_call(http: aiohttp.ClientSession, url: str) -> AsyncIterator[str]:
     """A call with agents created through ``url`` by a real aiortc peer; yields its call id."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
-    from bridge.media.null import NullSource
-    from bridge.media.track import MicTrack
+    from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         channel = pc.createDataChannel("oai-events")
-        pc.addTrack(MicTrack(NullSource()))
+        pc.addTrack(AudioStreamTrack())  # a browser's microphone, silent
         await pc.setLocalDescription(await pc.createOffer())
         headers = {"Content-Type": "application/sdp"}
         async with http.post(f"{url}/api/call", data=pc.localDescription.sdp, headers=headers) as resp:

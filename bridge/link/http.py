@@ -62,8 +62,10 @@ async def check(resp: aiohttp.ClientResponse, what: str, expect: int = 200) -> N
 
 def client_error(exc: Exception, url: str) -> ConnectError:
     """One readable line: ``cannot reach HOST: Connection refused`` rather than aiohttp's repr."""
-    os_error = getattr(exc, "os_error", None)
-    reason = getattr(os_error, "strerror", None) or str(exc) or exc.__class__.__name__
+    reason = ""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or ""
+    reason = reason or str(exc) or exc.__class__.__name__
     return ConnectError(f"cannot reach {_host(url)}: {reason}")
 
 

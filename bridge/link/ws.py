@@ -16,15 +16,26 @@ import aiohttp
 import numpy as np
 
 from bridge.errors import AuthError, ConnectError, ProtocolError
-from bridge.link.base import ConnectTimings, RealtimeLink
+from bridge.link.base import WS, CloseInfo, CloseReason, ConnectTimings, LinkTraits, RealtimeLink
 from bridge.link.http import client_error
-from bridge.media.base import AudioSource
+from bridge.media.uplink import FrameQueue, Uplink, first_sample_time
 from bridge.protocol import pcm
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 AUTH_CLOSE_CODES = {3000}
+REJECT_CLOSE_CODES = {4000}
+UPLINK_QUEUE_FRAMES = 10  # 200 ms: what may wait for the socket before the oldest frame goes (counted)
+
+
+def close_reason(code: int | None) -> CloseReason:
+    """A WebSocket close code as a typed reason (PROTOCOL.md 3, 6)."""
+    if code in AUTH_CLOSE_CODES:
+        return CloseReason.AUTH
+    if code in REJECT_CLOSE_CODES:
+        return CloseReason.REJECTED
+    return CloseReason.SERVER_CLOSED
 
 
 def ws_url(api_base: str, model: str) -> str:
@@ -44,6 +55,7 @@ class EventSocket(RealtimeLink):
     """One aiohttp WebSocket carrying JSON events both ways (PROTOCOL.md 3): the WS link and the sideband."""
 
     def __init__(self, http: aiohttp.ClientSession, url: str, key: str) -> None:
+        super().__init__()
         self._http = http
         self._url = url
         self._key = key
@@ -84,30 +96,57 @@ class EventSocket(RealtimeLink):
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 self.close_code = self._ws.close_code
                 self.close_reason = str(msg.extra or "")
+                self.closed_because(CloseInfo(close_reason(self.close_code), self.close_reason, self.close_code))
                 return None
             if msg.type == aiohttp.WSMsgType.ERROR:
                 log.warning("WebSocket error: %s", self._ws.exception())
                 self.close_code = self._ws.close_code
+                self.closed_because(CloseInfo(CloseReason.NETWORK, str(self._ws.exception() or "read error")))
                 return None
 
     async def aclose(self) -> None:
+        self.closed_because(CloseInfo(CloseReason.HANGUP))
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
+
+
+class WsUplink(Uplink):
+    """The microphone over WebSocket: frames wait (bounded, drop-oldest) for :meth:`WebSocketLink.run_media`
+    to send them as ``input_audio_buffer.append``. Paused (push-to-talk between turns): nothing is sent."""
+
+    def __init__(self, max_frames: int = UPLINK_QUEUE_FRAMES) -> None:
+        self.queue: FrameQueue[float] = FrameQueue(max_frames)
+        self.paused = False
+        self.paused_dropped = 0
+        self._first = True
+
+    def send_frame(self, pcm48: np.ndarray, captured: float) -> None:
+        if self.paused:
+            self.paused_dropped += 1
+            return
+        self.queue.put(pcm48, captured)
+
+    def pause(self, paused: bool) -> None:
+        self.paused = paused
+
+    def sent(self, captured: float) -> None:
+        """A frame left: the first one's first sample is the origin of the server's input timeline."""
+        if self._first:
+            self._first = False
+            if self.on_first_frame is not None:
+                self.on_first_frame(first_sample_time(captured))
 
 
 class WebSocketLink(EventSocket):
     """The model over WebSocket: events plus the microphone as ``input_audio_buffer.append``."""
 
-    transport = "ws"
+    traits: LinkTraits = WS
 
-    def __init__(
-        self, http: aiohttp.ClientSession, api_base: str, model: str, key: str, source: AudioSource | None
-    ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, api_base: str, model: str, key: str) -> None:
         super().__init__(http, ws_url(api_base, model), key)
-        self._source = source
+        self.uplink = WsUplink()
         self._first: dict[str, Any] | None = None
         self.sent_appends = 0
-        self.uplink_paused = False  # push-to-talk: mic frames are read and dropped while paused
 
     async def connect(self) -> ConnectTimings:
         timings = ConnectTimings()
@@ -140,13 +179,18 @@ class WebSocketLink(EventSocket):
             return first
         return await super().recv()
 
-    async def pump_audio(self) -> None:
+    async def run_media(self) -> None:
         """Send the microphone as 20 ms appends until the socket closes."""
-        if self._source is None:
-            return
+        queue = self.uplink.queue
         while self._ws is not None and not self._ws.closed:
-            frame = await self._source.read()
-            if self.uplink_paused:
-                continue
+            frame, captured = await queue.get()
             await self.send(append_event(frame))
+            self.uplink.sent(captured)
             self.sent_appends += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "ws_appends": self.sent_appends,
+            "ws_uplink_dropped": self.uplink.queue.dropped,
+            "ws_uplink_paused": self.uplink.paused_dropped,
+        }

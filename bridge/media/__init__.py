@@ -16,11 +16,15 @@ from bridge.media.base import (
     SINK_BLOCK_SAMPLES,
     AudioSink,
     AudioSource,
+    FrameConsumer,
+    PlaybackTap,
     Pull,
+    SourceFilter,
 )
-from bridge.media.devices import DeviceSink, DeviceSource, list_devices, resolve_device
+from bridge.media.devices import DeviceSink, DeviceSource
 from bridge.media.null import NullSink, NullSource
 from bridge.media.playout import FlushResult, PlayoutBuffer, PlayoutEvent
+from bridge.media.portaudio import list_devices, resolve_device
 from bridge.media.wav import WavSink, WavSource
 
 __all__ = [
@@ -33,14 +37,16 @@ __all__ = [
     "DeviceSink",
     "DeviceSource",
     "FlushResult",
+    "FrameConsumer",
+    "PlaybackTap",
     "NullSink",
     "NullSource",
     "PlayoutBuffer",
     "PlayoutEvent",
     "Pull",
+    "SourceFilter",
     "WavSink",
     "WavSource",
-    "describe",
     "list_devices",
     "open_sink",
     "open_source",
@@ -78,15 +84,3 @@ def open_sink(dev: str | None) -> AudioSink:
         assert dev is not None
         return WavSink(Path(dev.strip()))
     return DeviceSink(dev.strip() if dev else None)
-
-
-def describe(endpoint: AudioSource | AudioSink) -> dict[str, object]:
-    """Transcript ``session`` fields for an endpoint: kind, name/path, and ``start_unix`` for files."""
-    out: dict[str, object] = {}
-    if isinstance(endpoint, WavSource | WavSink):
-        out.update(kind="wav", path=str(endpoint.path), start_unix=endpoint.start_unix)
-    elif isinstance(endpoint, NullSource | NullSink):
-        out.update(kind="null")
-    elif isinstance(endpoint, DeviceSource | DeviceSink):
-        out.update(kind="device", name=endpoint.name or str(endpoint.device or "default"), rate=endpoint.rate)
-    return out

@@ -14,6 +14,12 @@ class NullSource(PacedSource):
     def _frame(self, index: int) -> np.ndarray:
         return silence()
 
+    def describe(self) -> dict[str, object]:
+        return {"kind": "null"}
+
 
 class NullSink(PacedSink):
     """A speaker nobody hears: pulls 10 ms blocks in real time and drops them."""
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "null"}

@@ -14,7 +14,6 @@ event-loop wake-ups a second.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -22,7 +21,8 @@ import time
 import numpy as np
 
 from bridge.errors import AudioError
-from bridge.media.base import FRAME_SAMPLES, RATE, SINK_BLOCK_SAMPLES, Pull
+from bridge.media.base import FRAME_SAMPLES, RATE, SINK_BLOCK_SAMPLES, AudioSink, AudioSource, Pull
+from bridge.media.clock import REAL_CLOCK, Clock, Timer
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ _EARLY_S = 0.001
 _GRID_EPOCH = time.monotonic()
 
 
-def grid_start() -> tuple[float, float]:
+def grid_start(clock: Clock = REAL_CLOCK) -> tuple[float, float]:
     """The next point of the shared 20 ms grid, as (monotonic, Unix) time: the same instant on both clocks."""
-    now, unix = time.monotonic(), time.time()
+    now, unix = clock.now(), time.time()
     start = _GRID_EPOCH + math.ceil((now - _GRID_EPOCH) / FRAME_S) * FRAME_S
     return start, unix + (start - now)
 
@@ -46,19 +46,25 @@ def until_grid(period: float) -> float:
     return period - (time.monotonic() - _GRID_EPOCH) % period
 
 
-class PacedSource:
-    """Base for sources paced by deadlines; subclasses supply ``_frame(index)``.
+class PacedSource(AudioSource):
+    """Base for sources paced by deadlines; subclasses supply ``_frame(index)`` and ``describe()``.
 
     A reader that falls more than ``max_lag_ms`` behind skips ahead (counted in ``dropped``), the way a
-    sound card overwrites what nobody read: the source stays real time.
+    sound card overwrites what nobody read: the source stays real time. Frame ``k`` is "captured" at its
+    deadline, which :meth:`read_frame` returns exactly.
     """
 
-    def __init__(self, *, max_lag_ms: float = 200) -> None:
-        self.dropped = 0
-        self.start_unix: float | None = None
+    def __init__(self, *, max_lag_ms: float = 200, clock: Clock = REAL_CLOCK) -> None:
+        super().__init__()
+        self._start_unix: float | None = None
         self.start_mono: float | None = None
         self._max_lag = max_lag_ms / 1000
         self._index = 0
+        self._clock = clock
+
+    @property
+    def start_unix(self) -> float | None:
+        return self._start_unix
 
     @property
     def frames_read(self) -> int:
@@ -66,22 +72,23 @@ class PacedSource:
 
     async def start(self) -> None:
         if self.start_mono is None:
-            self.start_mono, self.start_unix = grid_start()
+            self.start_mono, self._start_unix = grid_start(self._clock)
 
-    async def read(self) -> np.ndarray:
+    async def read_frame(self) -> tuple[np.ndarray, float]:
         if self.start_mono is None:
             raise AudioError("audio source read before start()")
         deadline = self.start_mono + (self._index + 1) * FRAME_S
-        now = time.monotonic()
+        now = self._clock.now()
         if now < deadline:
-            await asyncio.sleep(deadline - now)
+            await self._clock.sleep(deadline - now)
         elif now - deadline > self._max_lag:
-            skip = int((now - deadline) / FRAME_S)
+            skip = int((now - deadline) / FRAME_S + 1e-9)  # whole frames late (float steps land just short)
             self._index += skip
             self.dropped += skip
+            deadline += skip * FRAME_S
         frame = self._frame(self._index)
         self._index += 1
-        return frame
+        return frame, deadline
 
     def _frame(self, index: int) -> np.ndarray:
         raise NotImplementedError
@@ -90,55 +97,60 @@ class PacedSource:
         return None
 
 
-class PacedSink:
+class PacedSink(AudioSink):
     """Base for sinks paced by deadlines: pulls 10 ms blocks like a device and hands them to ``_write``.
 
     Block ``k`` is pulled at ``t0 + k * block`` (the moment its first sample "plays"; output latency 0).
     After an event-loop stall the missed blocks are pulled at once, so sample ``n`` of the output is
-    always ``n / rate`` seconds after the start.
+    always ``n / rate`` seconds after the start. If pulling or writing raises, the clock stops and the
+    error is fatal (:attr:`faults`): whoever owns the sink ends the call with a typed reason.
     """
 
-    output_latency = 0.0
-
-    def __init__(self, *, block: int = SINK_BLOCK_SAMPLES) -> None:
+    def __init__(self, *, block: int = SINK_BLOCK_SAMPLES, clock: Clock = REAL_CLOCK) -> None:
+        super().__init__()
         self.block = block
-        self.start_unix: float | None = None
+        self._start_unix: float | None = None
         self.start_mono: float | None = None
         self.blocks = 0
         self.late_blocks = 0
         self._period = block / RATE
         self._pull: Pull | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._closed = False
+        self._clock = clock
+
+    @property
+    def start_unix(self) -> float | None:
+        return self._start_unix
 
     async def start(self, pull: Pull) -> None:
         if self._pull is not None:
             raise AudioError("audio sink already started")
         self._open()
         self._pull = pull
-        self.start_mono, self.start_unix = grid_start()
+        self.start_mono, self._start_unix = grid_start(self._clock)
         self._arm()
 
     # The clock is a chain of loop timers, not a task: a task's wake-up (a future, a task step) costs this
     # VM ~25 us more than a bare timer callback, 100 times a second (python -m bridge.bench.wakeups).
     def _arm(self) -> None:
         assert self.start_mono is not None
-        delay = self.start_mono + self.blocks * self._period - time.monotonic()
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._tick)
+        delay = self.start_mono + self.blocks * self._period - self._clock.now()
+        self._timer = self._clock.call_later(max(0.0, delay), self._tick)
 
     def _tick(self) -> None:
         """Pull every block that is due (after a stall, the missed ones at once), then wait for the next."""
         assert self.start_mono is not None and self._pull is not None
         self._timer = None
-        now = time.monotonic()
+        now = self._clock.now()
         try:
             while (deadline := self.start_mono + self.blocks * self._period) <= now + _EARLY_S:
                 if now - deadline > self._period:
                     self.late_blocks += 1
                 self._write(self._pull(self.block))
                 self.blocks += 1
-        except Exception:
-            log.exception("%s clock failed; the output stops", type(self).__name__)
+        except Exception as exc:  # a timer callback has nowhere to raise to: the owner hears of it
+            self.faults.fatal(exc)
             return
         self._arm()
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from bridge.errors import AudioError
 from bridge.media.base import FRAME_SAMPLES, RATE, SINK_BLOCK_SAMPLES, silence
+from bridge.media.clock import REAL_CLOCK, Clock
 from bridge.media.paced import PacedSink, PacedSource
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,13 @@ def load_wav(path: str | Path) -> np.ndarray:
 class WavSource(PacedSource):
     """Plays a file in real time like a microphone, then silence. ``start_unix``: its first sample."""
 
-    def __init__(self, path: str | Path, *, max_lag_ms: float = 200) -> None:
-        super().__init__(max_lag_ms=max_lag_ms)
+    def __init__(self, path: str | Path, *, max_lag_ms: float = 200, clock: Clock = REAL_CLOCK) -> None:
+        super().__init__(max_lag_ms=max_lag_ms, clock=clock)
         self.path = Path(path)
         self._data = np.zeros(0, dtype=np.int16)
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "wav", "path": str(self.path), "start_unix": self.start_unix}
 
     async def start(self) -> None:
         if self.start_mono is not None:
@@ -87,12 +91,22 @@ class WavSource(PacedSource):
 class WavSink(PacedSink):
     """Records, in real time and silence included, what a speaker would have played."""
 
-    def __init__(self, path: str | Path, *, block: int = SINK_BLOCK_SAMPLES, flush_every_s: float = 0.5) -> None:
-        super().__init__(block=block)
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        block: int = SINK_BLOCK_SAMPLES,
+        flush_every_s: float = 0.5,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
+        super().__init__(block=block, clock=clock)
         self.path = Path(path)
         self._flush_blocks = max(1, int(flush_every_s * RATE / block))
         self._wav: wave.Wave_write | None = None
         self._file: BinaryIO | None = None
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "wav", "path": str(self.path), "start_unix": self.start_unix}
 
     def _open(self) -> None:
         try:

@@ -35,6 +35,7 @@ from aiohttp import web
 from bridge.agents.config import HANDOFF_PREFIX, AgentSet
 from bridge.agents.controller import AgentController
 from bridge.agents.sideband import create_call, run_sideband
+from bridge.call.runtime import Runtime
 from bridge.errors import AuthError, BridgeError, ConnectError, ProtocolError
 from bridge.link import http as rest
 from bridge.protocol import events as ev
@@ -45,7 +46,6 @@ from bridge.server.security import json_error
 from bridge.server.settings import ServerSettings
 from bridge.server.store import Beat, CallRecord, Store, StoreUnavailable, refusal
 from bridge.server.usage import TokenUsage
-from bridge.session import Runtime
 from bridge.transcript import TranscriptWriter
 
 log = logging.getLogger(__name__)

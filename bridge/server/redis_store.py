@@ -77,7 +77,7 @@ class RedisStore:
         self.lease_ms = self.ttl_ms * LEASE_FACTOR
         self._pubsub: PubSub | None = None
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(getattr(lua, name))  # type: ignore[misc]
+            name: client.register_script(getattr(lua, name))
             for name in (
                 "ADMIT", "REFUND_MINT", "CANCEL", "REGISTER", "HEARTBEAT", "END", "CLAIM_TOOL_CALL",
                 "SET_AGENT", "RELEASE", "CLAIM_ORPHAN", "MARK_ATTACHED", "KIOSK_ADD", "KIOSK_REVOKE",

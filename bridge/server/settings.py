@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, Credentials, credentials, env, read_text_arg
 from bridge.errors import ConfigError
-from bridge.protocol.session import default_turn_detection, realtime_session
+from bridge.protocol.session_config import default_turn_detection, realtime_session
 
 if TYPE_CHECKING:
     from bridge.agents.config import AgentSet
@@ -216,7 +216,10 @@ def from_args(args: argparse.Namespace, api_key: str, api_base: str, offline: bo
         origins.append(normalized)
     language = getattr(args, "language", None) or env("BRIDGE_TRANSCRIBE_LANGUAGE")
     agents = _load_agents(getattr(args, "agents", None) or env("BRIDGE_AGENTS"))
-    flag = lambda name: getattr(args, name, None)  # noqa: E731 - tests pass partial namespaces
+
+    def flag(name: str) -> Any:
+        return getattr(args, name, None)  # tests pass partial namespaces
+
     return ServerSettings(
         api_key=api_key,
         api_base=api_base,

@@ -24,12 +24,11 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
 
 from bridge.agents import AgentSet, load_agents
 from bridge.emulator.testing import RunningEmulator, running_emulator
 from bridge.errors import ConfigError
-from bridge.media.null import NullSource
-from bridge.media.track import MicTrack
 from bridge.rtc.loopback import loopback_candidates
 from bridge.server import ServerSettings, make_app
 from bridge.server.app import CALLS
@@ -85,7 +84,7 @@ class Browser:
         self.client = client
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel: RTCDataChannel = self.pc.createDataChannel("oai-events")
-        self.pc.addTrack(MicTrack(NullSource()))
+        self.pc.addTrack(AudioStreamTrack())  # a browser's microphone, silent
         self.events: list[dict[str, Any]] = []
         self.channel.on("message", lambda m: self.events.append(json.loads(m)))
         self.headers = {

@@ -12,8 +12,9 @@ import pytest
 
 from bridge.app import devices as app_devices
 from bridge.errors import AudioError
-from bridge.media import devices
-from bridge.media.devices import DeviceInfo
+from bridge.media import devices, portaudio
+from bridge.media.devices import FrameCutter
+from bridge.media.portaudio import DeviceInfo
 from bridge.media.resample import LinearResampler, to_mono
 
 
@@ -32,35 +33,35 @@ FAKE = [
 
 @pytest.fixture
 def fake_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices, "list_devices", lambda: list(FAKE))
+    monkeypatch.setattr(portaudio, "list_devices", lambda: list(FAKE))
 
 
 @pytest.mark.usefixtures("fake_devices")
 def test_resolve_by_index_name_and_default() -> None:
-    assert devices.resolve_device(None, "input") is None
-    assert devices.resolve_device("", "output") is None
-    assert devices.resolve_device("1", "input") == 1
-    assert devices.resolve_device(4, "output") == 4
-    assert devices.resolve_device("PULSE", "output") == 2
-    assert devices.resolve_device("hdmi", "output") == 4
-    assert devices.resolve_device("monitor", "input") == 3
+    assert portaudio.resolve_device(None, "input") is None
+    assert portaudio.resolve_device("", "output") is None
+    assert portaudio.resolve_device("1", "input") == 1
+    assert portaudio.resolve_device(4, "output") == 4
+    assert portaudio.resolve_device("PULSE", "output") == 2
+    assert portaudio.resolve_device("hdmi", "output") == 4
+    assert portaudio.resolve_device("monitor", "input") == 3
 
 
 @pytest.mark.usefixtures("fake_devices")
 def test_resolve_errors_list_candidates() -> None:
     with pytest.raises(AudioError, match=r"ambiguous: \[1\] USB Headset.*\[3\] Monitor of USB Headset"):
-        devices.resolve_device("usb headset", "input")
-    assert devices.resolve_device("usb headset", "output") == 1  # the monitor has no outputs
+        portaudio.resolve_device("usb headset", "input")
+    assert portaudio.resolve_device("usb headset", "output") == 1  # the monitor has no outputs
     with pytest.raises(AudioError, match=r"no input device matches 'hdmi'; input devices: \[0\]"):
-        devices.resolve_device("hdmi", "input")
+        portaudio.resolve_device("hdmi", "input")
     with pytest.raises(AudioError, match="no output device with index 3"):
-        devices.resolve_device("3", "output")
+        portaudio.resolve_device("3", "output")
 
 
 def test_resolve_with_no_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    monkeypatch.setattr(portaudio, "list_devices", lambda: [])
     with pytest.raises(AudioError, match="no audio input devices found"):
-        devices.resolve_device(None, "input")
+        portaudio.resolve_device(None, "input")
 
 
 def test_missing_portaudio_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +75,7 @@ def test_missing_portaudio_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(AudioError, match="PortAudio is missing: apt-get install libportaudio2"):
-        devices.sounddevice_module()
+        portaudio.sounddevice_module()
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     assert app_devices.main(None) == 1
@@ -148,7 +149,7 @@ def test_raw_output_callback_interleaves_and_survives_errors() -> None:
 
     sink._pull = broken
     sink._callback(out, 3, None, None)
-    assert sink.callback_errors == 1 and not any(bytes(out))  # silence, not a dead audio thread
+    assert sink.faults.count == 1 and not any(bytes(out))  # silence, not a dead audio thread
 
 
 async def test_raw_input_callback_hands_over_whole_frames_in_mono() -> None:
@@ -156,7 +157,7 @@ async def test_raw_input_callback_hands_over_whole_frames_in_mono() -> None:
     import asyncio
 
     src = devices.DeviceSource(None)
-    src.channels = 2
+    src._cutter = FrameCutter(48_000, 2)
     src._loop = asyncio.get_running_loop()
     src._stream = type("Stream", (), {"active": True})()
     left = np.arange(960, dtype=np.int16)
@@ -176,11 +177,11 @@ async def test_a_capture_consumer_gets_frames_in_the_callback_thread_and_nothing
     import threading
 
     src = devices.DeviceSource(None)
-    src.channels = 2
+    src._cutter = FrameCutter(48_000, 2)
     src._loop = asyncio.get_running_loop()
     src._stream = type("Stream", (), {"active": True})()
     got: list[tuple[np.ndarray, float, int]] = []
-    assert src.capture_to(lambda pcm, captured: got.append((pcm, captured, threading.get_ident())))
+    src.capture_to(lambda pcm, captured: got.append((pcm, captured, threading.get_ident())))
     left = np.arange(1920, dtype=np.int16)
     stereo = np.stack([left, left + 2], axis=1).reshape(-1)
 
@@ -211,8 +212,8 @@ async def test_a_44k1_stereo_microphone_reaches_the_consumer_as_continuous_48k_f
     import threading
 
     src = devices.DeviceSource(None)
-    src.rate, src.channels = 44_100, 2
-    src._resampler = LinearResampler(44_100, 48_000)
+    src.rate = 44_100
+    src._cutter = FrameCutter(44_100, 2)
     src._loop = asyncio.get_running_loop()
     frames: list[np.ndarray] = []
     src.capture_to(lambda pcm, captured: frames.append(pcm))
