@@ -35,6 +35,7 @@ from aiohttp import web
 from bridge.agents.config import HANDOFF_PREFIX, AgentSet
 from bridge.agents.controller import AgentController
 from bridge.agents.sideband import create_call, run_sideband
+from bridge.aio import task_group
 from bridge.call.runtime import Runtime
 from bridge.errors import AuthError, BridgeError, ConnectError, ProtocolError
 from bridge.link import http as rest
@@ -202,7 +203,7 @@ class CallManager:
 
     async def _supervise(self) -> None:
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with task_group() as tg:
                 self._tg = tg
                 loops = [tg.create_task(self._heartbeat_loop(), name="heartbeat")]
                 if self.store.shared and self.settings.agents is not None:
