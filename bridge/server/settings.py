@@ -249,7 +249,7 @@ def from_args(args: argparse.Namespace, api_key: str, api_base: str, offline: bo
         call_ttl=_number(flag("call_ttl"), "BRIDGE_CALL_TTL", DEFAULT_CALL_TTL),
         handover_wait=_number(flag("handover_wait"), "BRIDGE_HANDOVER_WAIT", 5.0),
         fleet_minutes_per_day=_number(flag("fleet_minutes_per_day"), "BRIDGE_FLEET_MINUTES_PER_DAY", 0.0),
-        log_json=flag("log_format") == "json" or (env("BRIDGE_LOG_FORMAT") or "").lower() == "json",
+        log_json=flag("log_format") == "json" or (flag("log_format") is None and log_json_from_env()),
     )
 
 
