@@ -49,6 +49,20 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="exact (default): stop at once and tell the server what was heard; naive: keep playing, "
         "as a plain client does (for comparisons)",
     )
+    p.add_argument(
+        "--reconnect-for",
+        default=None,
+        metavar="SECONDS",
+        help="after a drop, keep reconnecting for this long (default 300, or BRIDGE_RECONNECT_FOR; 0: never; inf)",
+    )
+    p.add_argument(
+        "--replay",
+        choices=["summary", "items"],
+        default=None,
+        help="how a new session is told the conversation: one system message (default) or one item per turn",
+    )
+    p.add_argument("--replay-turns", type=int, default=None, metavar="N", help="replay at most N turns (40)")
+    p.add_argument("--replay-chars", type=int, default=None, metavar="N", help="replay at most N characters (8000)")
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 

@@ -5,6 +5,7 @@ Nothing here does network or audio I/O. ``.env.example`` documents every variabl
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,30 @@ microphone's capture thread when it has one; ``loop``: short paths, uplink alway
 DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
 
 
+DEFAULT_RECONNECT_FOR_S = 300.0
+
+
+def seconds_setting(what: str, value: str | None, default: float = DEFAULT_RECONNECT_FOR_S) -> float:
+    """A number of seconds >= 0, or ``inf``."""
+    if value is None or not str(value).strip():
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{what} takes seconds (a number >= 0, or inf), got {value!r}") from None
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"{what} takes seconds (a number >= 0, or inf), got {value!r}")
+    return seconds
+
+
+def positive(what: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if value < 1:
+        raise ConfigError(f"{what} takes a whole number >= 1, got {value}")
+    return value
+
+
 def fast_rtp_setting(value: str | None) -> FastRtp:
     text = (value or "1").strip().casefold()
     if text in ("1", "on", "true", "yes"):
@@ -125,6 +150,10 @@ class RunConfig:
     ptt: bool = False
     bargein: Literal["exact", "naive"] = "exact"
     fast_rtp: FastRtp = "on"
+    reconnect_for: float = DEFAULT_RECONNECT_FOR_S
+    replay: Literal["summary", "items"] = "summary"
+    replay_turns: int = 40
+    replay_chars: int = 8000
 
     @classmethod
     def from_args(cls, args: Any) -> RunConfig:
@@ -144,4 +173,8 @@ class RunConfig:
             ptt=bool(args.ptt),
             bargein=args.bargein,
             fast_rtp=fast_rtp_setting(env("BRIDGE_FAST_RTP")),
+            reconnect_for=seconds_setting("--reconnect-for", args.reconnect_for or env("BRIDGE_RECONNECT_FOR")),
+            replay=args.replay or "summary",
+            replay_turns=positive("--replay-turns", args.replay_turns, 40),
+            replay_chars=positive("--replay-chars", args.replay_chars, 8000),
         )

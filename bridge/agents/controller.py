@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.agents.config import HANDOFF_PREFIX, Agent, AgentSet
 from bridge.agents.tools import run_tool
+from bridge.call.record import Turn
 from bridge.protocol import events as ev
 
 if TYPE_CHECKING:
@@ -76,8 +77,9 @@ class AgentController:
     # ---- what to configure ---------------------------------------------------------------------------
 
     def session_config(self, base: dict[str, Any]) -> dict[str, Any]:
-        """The initial session for the start agent (see :meth:`AgentSet.session_config`)."""
-        return self.agents.session_config(base)
+        """The session for the active agent (the start agent at first; after a reconnect, the one that was
+        active when the connection dropped): see :meth:`AgentSet.session_config`."""
+        return self.agents.session_config(base, self.current.name)
 
     def session_update(self, agent: Agent) -> dict[str, Any]:
         """The ``session.update`` that makes ``agent`` the active one."""
@@ -142,6 +144,7 @@ class AgentController:
             "handoff", call_id=call.call_id, reason=reason, **{"from": source.name, "to": target.name}
         )
         runtime.console.line("handoff", f"{source.name} -> {target.name}: {reason}")
+        runtime.record.remember(Turn("note", f"handed over from {source.name} to {target.name}"))
         log.info("handoff %s -> %s (%s)", source.name, target.name, reason)
         # 2. then the tool output
         await _send_output(runtime, call.call_id, json.dumps({"ok": True, "agent": target.name}))
@@ -171,7 +174,8 @@ class AgentController:
 
 
 def _record_tool(runtime: Runtime, agent: Agent, call: ev.FunctionCall, result: Any, ok: bool, ms: float) -> None:
-    """The transcript's ``tool`` line for one call."""
+    """The transcript's ``tool`` line for one call, and the call in the history a new session is told."""
+    runtime.record.remember(Turn("tool", f"{call.name}({call.arguments}) returned {json.dumps(result)}"))
     runtime.transcript.write(
         "tool",
         agent=agent.name,

@@ -28,7 +28,9 @@ from bridge.agents import AgentController, load_agents
 from bridge.call.call import Call, Feature
 from bridge.call.connector import Connector
 from bridge.call.record import CallRecord, PrintConsole
+from bridge.call.replay import ReplayBudget
 from bridge.call.station import Station
+from bridge.call.supervisor import ReconnectPolicy
 from bridge.config import Credentials, RunConfig
 from bridge.errors import AudioError, AuthError, ConnectError, ProtocolError
 from bridge.link.base import CloseInfo, CloseReason
@@ -98,7 +100,11 @@ async def amain(cfg: RunConfig) -> int:
         stack.callback(transcript.close)
         record = CallRecord(transcript, PrintConsole())
         connector = Connector(http, creds, station, transport=cfg.transport, fast_rtp=cfg.fast_rtp, bargein=cfg.bargein)
-        call = Call(connector, record, session, tools=controller, features=_features(cfg))
+        policy = ReconnectPolicy(
+            reconnect_for=cfg.reconnect_for,
+            budget=ReplayBudget(turns=cfg.replay_turns, chars=cfg.replay_chars, shape=cfg.replay),
+        )
+        call = Call(connector, record, session, tools=controller, features=_features(cfg), policy=policy)
         try:
             ended = await call.run(stop, cfg.duration)
         finally:

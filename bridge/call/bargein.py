@@ -68,11 +68,13 @@ class BargeInHandler:
         reply: ReplyAudio,
         record: CallRecord,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
         *,
         mode: BargeInMode = "exact",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.link = link
+        self.send = send
         self.reply = reply
         self.record = record
         self.mode: BargeInMode = mode
@@ -91,7 +93,7 @@ class BargeInHandler:
         item = reply.item
         if item is None or item in reply.interrupted:
             if manual and response_id is not None:
-                await self.link.send({"type": "response.cancel"})  # generating, no audio yet
+                await self.send({"type": "response.cancel"})  # generating, no audio yet
             return
         if reply.finished(item):
             return  # it all played: nothing to cut, nothing to tell the server
@@ -116,8 +118,8 @@ class BargeInHandler:
             reply.gate_closed = True
             if manual:  # PROTOCOL.md 4.5: cancel, then clear; the server truncates at what it sent
                 if response_id is not None:
-                    await self.link.send({"type": "response.cancel"})
-                await self.link.send({"type": "output_audio_buffer.clear"})
+                    await self.send({"type": "response.cancel"})
+                await self.send({"type": "output_audio_buffer.clear"})
         else:
             await self._tell_server_what_was_heard(item, played, received, response_id, manual or not server_cancels)
         self._spawn(self._report_stop(bargein))
@@ -127,22 +129,22 @@ class BargeInHandler:
     ) -> None:
         """Cancel if the server won't, then truncate at what was heard (or delete)."""
         if response_id is not None and cancel:
-            await self.link.send({"type": "response.cancel"})
+            await self.send({"type": "response.cancel"})
         end_ms = int(min(played, received))
         if end_ms > 0:
-            await self.link.send(
+            await self.send(
                 {"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": end_ms}
             )
         elif response_id is not None:
             self._pending_delete[response_id] = item  # delete once the response has finished
         else:
-            await self.link.send({"type": "conversation.item.delete", "item_id": item})
+            await self.send({"type": "conversation.item.delete", "item_id": item})
 
     async def response_done(self, response_id: str) -> None:
         """Delete an item that was interrupted before any of it was heard, now that its response is over."""
         item = self._pending_delete.pop(response_id, None)
         if item is not None:
-            await self.link.send({"type": "conversation.item.delete", "item_id": item})
+            await self.send({"type": "conversation.item.delete", "item_id": item})
             self.record.conv.remove(item)
 
     def truncated(self, item_id: str, end_ms: int) -> None:

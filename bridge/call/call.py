@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from bridge.aio import task_group
 from bridge.call.connection import Connection
 from bridge.call.connector import Connector
 from bridge.call.record import CallRecord
-from bridge.call.supervisor import Supervisor
+from bridge.call.supervisor import ReconnectPolicy, Supervisor
 from bridge.link.base import CloseInfo, CloseReason
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Call:
         *,
         tools: AgentController | None = None,
         features: Sequence[Feature] = (),
+        policy: ReconnectPolicy | None = None,
     ) -> None:
         self.connector = connector
         self.record = record
@@ -50,7 +52,7 @@ class Call:
         """The current connection (None between connections)."""
         self.connected = asyncio.Event()
         self._features = features
-        self.supervisor = Supervisor(self)
+        self.supervisor = Supervisor(self, policy)
 
     def session_config(self) -> dict[str, Any]:
         """The configuration a new session of this call starts with (with agents: the active agent's)."""
@@ -59,16 +61,32 @@ class Call:
         return self.base_config
 
     async def open_connection(self) -> Connection:
-        """Connect a new session of this call (it becomes :attr:`connection`)."""
-        conn = await self.connector.open(self.session_config(), self.record, self.tools)
+        """Connect a new session of this call (not yet the current one: see :meth:`activate`)."""
+        return await self.connector.open(self.session_config(), self.record, self.tools)
+
+    def activate(self, conn: Connection) -> None:
+        """``conn`` becomes the current connection: the microphone moves to it."""
+        conn.attach_mic()
         self.connection = conn
         self.connected.set()
-        return conn
+
+    def fade_out(self, fade_ms: float) -> None:
+        """The connection is gone: what it was playing stops, with a short fade."""
+        self.connector.station.playout.flush(fade_ms)
+
+    def unrouted_frames(self) -> int:
+        """Microphone frames no connection took so far (counted, never queued for later)."""
+        return self.connector.station.mic.unrouted
+
+    def station_quiet_for(self) -> float:
+        """Seconds since the room was last loud at the microphone."""
+        return self.connector.station.activity.quiet_for(time.monotonic())
 
     async def close_connection(self, conn: Connection) -> None:
         if self.connection is conn:
             self.connection = None
             self.connected.clear()
+        self.supervisor.forget(conn)
         await conn.aclose()
 
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> CloseInfo:
@@ -86,9 +104,18 @@ class Call:
         return supervised.result()
 
     def stats(self) -> dict[str, Any]:
-        """Connection counters of the latest connection for the ``stats`` line."""
+        """``stats``-line fields: reconnects, and the latest connection's counters."""
         conn = self.supervisor.last
-        return conn.link.stats() if conn is not None else {}
+        out: dict[str, Any] = {
+            "reconnects": self.supervisor.reconnects,
+            "renewals": self.supervisor.renewals,
+            "internal_errors": self.record.metrics.internal_errors,
+            "malformed_events": self.record.metrics.malformed,
+        }
+        if conn is not None:
+            out.update(conn.link.stats())
+            out["spoken_again"] = conn.runtime.spoken.recovered
+        return out
 
     async def _wait(self, stop: asyncio.Event, duration: float | None) -> None:
         async with task_group() as tg:

@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bridge.call.runtime import Runtime
-from bridge.link.base import CloseInfo, RealtimeLink
+from bridge.link.base import CloseInfo, CloseReason, RealtimeLink
 from bridge.media.mic import MicRouter
 from bridge.media.uplink import Uplink
 
@@ -30,12 +30,29 @@ class Connection:
         self.link = link
         self.runtime = runtime
         self.uplink = uplink
+        self.replayed = 0
+        """Items of the call's history this session was told when it started (a reconnect)."""
         self._mic = mic
         self._closed = False
 
+    def attach_mic(self) -> None:
+        """From the next frame on, the station's microphone goes to this connection (and no longer to
+        whichever had it)."""
+        self._mic.attach(self.uplink)
+
     async def run(self, *extra: Coroutine[Any, Any, None]) -> CloseInfo:
-        """Until the link closes (or this is cancelled); ``extra`` tasks run in the runtime's TaskGroup."""
-        return await self.runtime.run(*extra)
+        """Until the link closes (or this is cancelled); ``extra`` tasks run in the runtime's TaskGroup.
+
+        A bug that escapes the runtime ends this connection like a drop (logged with its traceback and
+        counted in ``metrics.internal_errors``) instead of the whole call: a kiosk must outlive it."""
+        try:
+            return await self.runtime.run(*extra)
+        except Exception as exc:
+            log.exception("the connection's runtime failed; treated as a dropped connection")
+            self.runtime.record.metrics.internal_errors += 1
+            info = CloseInfo(CloseReason.NETWORK, f"internal error: {type(exc).__name__}: {exc}")
+            self.link.closed_because(info)
+            return info
 
     async def aclose(self) -> None:
         """Idempotent; never takes longer than :data:`CLOSE_TIMEOUT_S`."""

@@ -5,7 +5,7 @@ the short RTP paths setting). Each :meth:`Connector.open` mints a new ephemeral 
 server when there is one: an old key may have expired, or be unknown to a restarted server), builds a
 link and its :class:`bridge.call.runtime.Runtime`, connects (every step timed), and attaches the link's
 uplink to the station's microphone, whose first frame on this connection becomes the origin of the
-server's input timeline.
+server's input timeline once the supervisor activates the connection (``Call.activate``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ class Connector:
         except BaseException:
             await link.aclose()
             raise
-        self.station.mic.attach(uplink)
         runtime.info.update(connect_ms=timings.steps, **self.station.describe())
         return Connection(link, runtime, uplink, self.station.mic)
 

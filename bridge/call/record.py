@@ -8,13 +8,18 @@ latency lab and the tests read accumulate over the whole call.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from bridge.faults import Faults
 from bridge.transcript import Conversation, Item, TranscriptWriter
+
+log = logging.getLogger(__name__)
 
 
 class Console(Protocol):
@@ -43,10 +48,25 @@ class Metrics:
     dropped_late_audio_ms: float = 0.0
     errors: int = 0
     malformed: int = 0  # server events we could not use (shape known, content broken)
+    internal_errors: int = 0  # bugs that ended a connection (logged with their traceback)
+
+
+HISTORY_MAX = 500  # turns remembered for replaying into a new session (the replay budget picks the last few)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One step of the conversation as words, for replaying it into a new session."""
+
+    role: Literal["user", "assistant", "tool", "note"]
+    text: str
+    interrupted: bool = False
+    """An assistant turn cut by the user: ``text`` is what was heard."""
 
 
 class CallRecord:
-    """The transcript (JSONL + console), the conversation's order and the metrics of one call."""
+    """The transcript (JSONL + console), the conversation's order, the metrics and the history (what was
+    said, in words) of one call."""
 
     def __init__(
         self,
@@ -59,6 +79,9 @@ class CallRecord:
         self.clock = clock
         self.conv = Conversation(clock=clock)
         self.metrics = Metrics()
+        self.history: deque[Turn] = deque(maxlen=HISTORY_MAX)
+        self.malformed = Faults("malformed server event, dropped", log, level=logging.WARNING)
+        """Events of a type we act on whose fields are missing or wrong: counted, the first logged."""
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         return self.transcript.write(kind, **fields)
@@ -68,9 +91,16 @@ class CallRecord:
         for item in self.conv.ready(force=force):
             self._write_item(item)
 
+    def remember(self, turn: Turn) -> None:
+        self.history.append(turn)
+
     def _write_item(self, item: Item) -> None:
         line = item.line()
         kind = line.pop("kind")
         self.transcript.write(kind, **line)
+        text = line.get("text")
+        if text:
+            role: Literal["user", "assistant"] = "user" if kind == "user" else "assistant"
+            self.remember(Turn(role, text, interrupted=kind == "interrupted"))
         if kind == "interrupted":
             self.console.line("assistant", f"{line['text']} [interrupted at {line['played_ms']} ms]")

@@ -79,7 +79,7 @@ class ReplyAudio:
             pcm24 = np.frombuffer(pcm.b64decode(b64), dtype=np.int16)
         except (binascii.Error, ValueError):
             self._record.metrics.malformed += 1
-            log.warning("dropped an audio delta that is not base64 PCM16 (%d chars)", len(b64))
+            self._record.malformed.record(message=f"an audio delta that is not base64 PCM16 ({len(b64)} chars)")
             return
         self._arrived(item_id, len(pcm24) / 24)
         self.item = item_id
@@ -123,6 +123,16 @@ class ReplyAudio:
                 continue
             if self.playout.handed_ms(item_id) >= self.received_ms.get(item_id, 0.0) - 1:
                 it.audio_pending = False
+
+    def all_played(self) -> bool:
+        """No reply audio is left to play: every reply item that was not cut has all arrived and been handed
+        to the device (WebRTC's silence between replies does not count)."""
+        for item_id, received in self.received_ms.items():
+            if item_id == UNKNOWN_ITEM or item_id in self.interrupted:
+                continue
+            if item_id not in self.done or self.playout.handed_ms(item_id) < received - 1:
+                return False
+        return True
 
     def finished(self, item_id: str) -> bool:
         """All of the item's audio arrived and has been handed to the device (nothing left to cut)."""

@@ -26,7 +26,9 @@ import numpy as np
 
 from bridge.call.bargein import BargeInHandler, BargeInMode
 from bridge.call.record import CallRecord, Console, Metrics
+from bridge.call.replay import REPLAY_ID_PREFIX, SpokenReplies
 from bridge.call.reply_audio import ReplyAudio
+from bridge.errors import ConnectError
 from bridge.link.base import CloseInfo, CloseReason, RealtimeLink
 from bridge.media.paced import until_grid
 from bridge.protocol import events as ev
@@ -106,6 +108,12 @@ class Runtime:
         self.effective_config: dict[str, Any] = {}
         """The server's effective session configuration (from ``session.created`` / ``session.updated``)."""
         self.session_id: str | None = None
+        self.started = asyncio.Event()
+        """Set once the server's ``session.created`` (or ``updated``) has been handled."""
+        self.expires_at: float | None = None
+        """When the server will end this session (Unix time, from ``session.created``; None if not said)."""
+        self.user_speaking = False
+        self.spoken = SpokenReplies()
         self.mic_t0: float | None = None
         self.events_seen = 0
         self.response_id: str | None = None
@@ -113,7 +121,8 @@ class Runtime:
         self._response_item: dict[str, str] = {}  # response id -> its assistant message item
         self._speech_end: float | None = None  # local time the user stopped speaking (pending response)
         self._tg: asyncio.TaskGroup | None = None
-        self.bargein = BargeInHandler(link, reply, record, self._spawn, mode=bargein_mode, clock=clock)
+        self._helpers: set[asyncio.Task[None]] = set()  # tool calls, barge-in reports: ended with the connection
+        self.bargein = BargeInHandler(link, reply, record, self._spawn, self.send, mode=bargein_mode, clock=clock)
         self.closed = asyncio.Event()
 
     # shortcuts for tools and tests
@@ -142,8 +151,12 @@ class Runtime:
             self.mic_t0 = first_sample
 
     async def send(self, event: dict[str, Any]) -> None:
-        """Send a client event (tools and handoffs use this)."""
-        await self.link.send(event)
+        """Send a client event (tools and handoffs use this). Once the link has closed the event is dropped
+        (logged): the connection is ending, and its supervisor decides what comes next."""
+        try:
+            await self.link.send(event)
+        except ConnectError as exc:
+            log.info("not sent, the link has closed (%s): %s", exc, event.get("type"))
 
     async def interrupt(self) -> None:
         """Manual barge-in (push-to-talk key while the assistant speaks): the server is not cancelling."""
@@ -164,14 +177,17 @@ class Runtime:
     async def handle(self, e: ev.Event) -> None:  # noqa: C901 - one flat dispatch
         if isinstance(e, ev.Other) and e.type in KNOWN_SHAPES:
             self.record.metrics.malformed += 1  # a type we act on, with fields missing or of the wrong type
-            log.warning("dropped a malformed %s event", e.type)
+            self.record.malformed.record(message=f"a {e.type} event with fields missing or of the wrong type")
             return
         if self.tools is not None:
             self.tools.on_event(e)
+        for event in self.spoken.recovery(e):  # a reply that came back without audio: ask again, spoken
+            await self.send(event)
         match e:
             case ev.SessionChanged(session=config):
                 self._on_session(config)
             case ev.SpeechStarted(audio_start_ms=start_ms):
+                self.user_speaking = True
                 onset = None
                 if self.mic_t0 is not None:  # audio_start_ms includes the prefix padding (PROTOCOL.md 4.4)
                     onset = self.mic_t0 + (start_ms + self.turns.prefix_padding_ms) / 1000
@@ -179,6 +195,7 @@ class Runtime:
                     onset, manual=False, response_id=self.response_id, server_cancels=self.turns.interrupt_response
                 )
             case ev.SpeechStopped(audio_end_ms=end_ms):
+                self.user_speaking = False
                 if self.mic_t0 is not None:
                     self._speech_end = self.mic_t0 + (end_ms - self.turns.silence_duration_ms) / 1000
             case ev.ItemAdded(item=item, previous_item_id=prev, done=done):
@@ -226,8 +243,12 @@ class Runtime:
     def _on_session(self, config: dict[str, Any]) -> None:
         self.effective_config = config
         self.turns = TurnDetection.from_config(config)
+        expires = config.get("expires_at")
+        if isinstance(expires, int | float) and expires > 0:
+            self.expires_at = float(expires)
         if self.session_id is None:
             self.session_id = str(config.get("id") or "")
+            self.started.set()
             self.record.write(
                 "session",
                 session_id=config.get("id"),
@@ -240,11 +261,14 @@ class Runtime:
     def _on_item(self, item: dict[str, Any], prev: str | None, done: bool) -> None:
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             return
+        if str(item.get("id", "")).startswith(REPLAY_ID_PREFIX):
+            return  # our own replay of the conversation into this session: already in the transcript
         it = self.record.conv.add(item["id"], item["role"], prev)
         if self.reply.arrived_before_announced(item["id"]):
             it.audio_pending = True  # its audio arrived before the item was announced
         if item["role"] == "user":
-            texts = [c.get("text") for c in item.get("content") or [] if c.get("type") == "input_text"]
+            content = item.get("content") or []
+            texts = [c["text"] for c in content if c.get("type") == "input_text" and isinstance(c.get("text"), str)]
             if texts and not it.final:
                 it.text, it.final = " ".join(t for t in texts if t), True
                 self.record.console.line("you", it.text)
@@ -285,8 +309,15 @@ class Runtime:
         if not benign:
             self.record.console.error(f"{e.code or e.type}: {e.message}")
         reason = ENDING_ERRORS.get(e.code or "")
-        if reason is not None:  # the server closes next: remember why (the first reason wins)
-            self.link.closed_because(CloseInfo(reason, f"{e.code}: {e.message}"))
+        if reason is not None:  # the server closes next: remember why (the first reason wins) and end the
+            self.link.closed_because(CloseInfo(reason, f"{e.code}: {e.message}"))  # connection now
+            self.closed.set()
+
+    def at_turn_boundary(self) -> bool:
+        """Nobody is talking and nothing is on its way: the user is silent, no reply is being generated,
+        and none is queued or playing (a good moment to move to a new session)."""
+        quiet = not self.user_speaking and self.response_id is None and not self._helpers  # no tool running
+        return quiet and self.reply.all_played()
 
     # ---- latency and transcript ----------------------------------------------------------------------------
 
@@ -317,7 +348,9 @@ class Runtime:
         if self._tg is None:
             coro.close()
             return
-        self._tg.create_task(coro)
+        task = self._tg.create_task(coro)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
 
     async def run(self, *extra: Coroutine[Any, Any, None]) -> CloseInfo:
         """Pump events, the link's media and ``extra`` tasks until the link closes; cancel to stop.
@@ -325,11 +358,11 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self.pump_events(), name="events")
-                others = [tg.create_task(self.tick(), name="tick"), tg.create_task(self.link.run_media(), name="media")]
-                others += [tg.create_task(c) for c in extra]
-                await self.closed.wait()
-                for task in others:
+                tasks = [tg.create_task(self.pump_events(), name="events"), tg.create_task(self.tick(), name="tick")]
+                tasks += [tg.create_task(self.link.run_media(), name="media")]
+                tasks += [tg.create_task(c) for c in extra]
+                await self.closed.wait()  # the link closed, or an error event said the session is over
+                for task in [*tasks, *self._helpers]:
                     task.cancel()
         finally:
             self._tg = None

@@ -24,7 +24,7 @@ from bridge.aio import task_group
 from bridge.errors import AudioError
 from bridge.media import open_sink, open_source
 from bridge.media.base import AudioSink, AudioSource
-from bridge.media.mic import MicRouter
+from bridge.media.mic import MicRouter, VoiceActivity
 from bridge.media.playout import PlayoutBuffer
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class Station:
         self.sink = sink
         self.playout = playout
         self.mic = MicRouter(source)
+        self.activity = VoiceActivity()
+        """When the room was last loud (a tap on the microphone)."""
+        self.mic.add_tap(self.activity)
         self._mic_started = asyncio.Event()
 
     @classmethod

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from bridge.faults import Faults
+
+log = logging.getLogger(__name__)
 
 Transport = Literal["webrtc", "ws"]
 
@@ -111,6 +116,8 @@ class RealtimeLink(abc.ABC):
 
     def __init__(self) -> None:
         self._close_info: CloseInfo | None = None
+        self.malformed = Faults("malformed message from the server, dropped", log, level=logging.WARNING)
+        """Messages that were not a JSON object: counted, the first logged, the session goes on."""
 
     @property
     def transport(self) -> Transport:

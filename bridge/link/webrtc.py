@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_S = 10.0
 EVENT_QUEUE_MAX = 10_000  # server events waiting for the runtime; overflow is a bug, logged and counted
 COUNTERS_S = 0.5  # how often the short send path's RTCP counters reach aiortc (its reports: every 0.5-1.5 s)
+SILENT_AFTER_S = 2.0
+"""The server streams audio for as long as a call is up, silence included (PROTOCOL.md 2.3; the emulator
+does too): this long without one RTP packet is a silent death (server gone, no FIN, ICE not failed yet)."""
+WATCH_S = 0.5
 
 
 class WebRTCLink(RealtimeLink):
@@ -165,11 +169,15 @@ class WebRTCLink(RealtimeLink):
     def _on_message(self, message: str | bytes) -> None:
         try:
             event = json.loads(message)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("dropped a malformed data-channel message (%d bytes)", len(message))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            self.malformed.record(message=f"a data-channel message that is not JSON ({len(message)} bytes)")
             return
         if isinstance(event, dict):
             self._put(event)
+        else:
+            self.malformed.record(
+                message=f"a data-channel message that is JSON but not an object ({type(event).__name__})"
+            )
 
     def _put(self, event: dict[str, Any] | None) -> None:
         try:
@@ -214,6 +222,7 @@ class WebRTCLink(RealtimeLink):
             out["fast_rtp"] = dataclasses.asdict(self.fast_stats)
         out["uplink_loss"] = self.uplink_loss()
         out["uplink_errors"] = self.uplink_faults.count
+        out["malformed_messages"] = self.malformed.count
         if self.dropped_events:
             out["dropped_events"] = self.dropped_events
         return out
@@ -229,11 +238,27 @@ class WebRTCLink(RealtimeLink):
             if self._fast_send is not None:
                 tg.create_task(self._publish_counters(self._fast_send), name="rtcp-counters")
             tg.create_task(self._watch_uplink(), name="uplink-watch")
+            tg.create_task(self._watch_downlink(), name="downlink-watch")
 
     async def _publish_counters(self, fast_send: fastpath.FastSend) -> None:
         while True:
             await asyncio.sleep(until_grid(COUNTERS_S))
             fast_send.publish_counters()
+
+    async def _watch_downlink(self) -> None:
+        """End the connection (``silent``) when no RTP has arrived for :data:`SILENT_AFTER_S`."""
+        loop = asyncio.get_running_loop()
+        last, since = -1, loop.time()
+        while True:
+            await asyncio.sleep(until_grid(WATCH_S))
+            received = self.receiver.stats.window.received if self.receiver is not None else 0
+            now = loop.time()
+            if received != last:
+                last, since = received, now
+            elif now - since >= SILENT_AFTER_S:
+                log.warning("no audio from the server for %.1f s: the connection is dead", now - since)
+                self._end(CloseInfo(CloseReason.SILENT, f"no audio from the server for {now - since:.1f} s"))
+                return
 
     async def _watch_uplink(self) -> None:
         exc = await self.uplink_faults.wait_fatal()

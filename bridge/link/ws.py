@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bridge.errors import AuthError, ConnectError, ProtocolError
+from bridge.errors import AuthError, ConnectError, ProtocolError, QuotaError, ServiceError
 from bridge.link.base import WS, CloseInfo, CloseReason, ConnectTimings, LinkTraits, RealtimeLink
 from bridge.link.http import client_error
 from bridge.media.uplink import FrameQueue, Uplink, first_sample_time
@@ -24,8 +24,12 @@ from bridge.protocol import pcm
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+HEARTBEAT_S = 2.0
+"""After this long with nothing from the server we ping it, and a pong must come within half of it: a
+silent death (server gone, no FIN) is noticed within 3 s (aiohttp's ``heartbeat``)."""
 AUTH_CLOSE_CODES = {3000}
 REJECT_CLOSE_CODES = {4000}
+ABNORMAL_CLOSE = 1006  # no close frame: the connection itself went away
 UPLINK_QUEUE_FRAMES = 10  # 200 ms: what may wait for the socket before the oldest frame goes (counted)
 
 
@@ -35,12 +39,24 @@ def close_reason(code: int | None) -> CloseReason:
         return CloseReason.AUTH
     if code in REJECT_CLOSE_CODES:
         return CloseReason.REJECTED
+    if code == ABNORMAL_CLOSE:
+        return CloseReason.NETWORK
     return CloseReason.SERVER_CLOSED
 
 
 def ws_url(api_base: str, model: str) -> str:
     base = api_base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return f"{base}/realtime?model={model}"
+
+
+def upgrade_error(exc: aiohttp.WSServerHandshakeError, what: str) -> Exception:
+    """An HTTP status instead of the upgrade: a rejected key, a busy or failing service, or a refusal."""
+    line = f"{what} refused (HTTP {exc.status})"
+    if exc.status in (401, 403):
+        return AuthError(line)
+    if exc.status == 429 or exc.status >= 500:
+        return ServiceError(line)
+    return ProtocolError(line)
 
 
 def append_event(frame48: np.ndarray) -> dict[str, Any]:
@@ -68,7 +84,11 @@ class EventSocket(RealtimeLink):
         headers = {"Authorization": f"Bearer {self._key}"}
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                self._ws = await self._http.ws_connect(self._url, headers=headers, max_msg_size=0, autoping=True)
+                self._ws = await self._http.ws_connect(
+                    self._url, headers=headers, max_msg_size=0, autoping=True, heartbeat=HEARTBEAT_S
+                )
+        except aiohttp.WSServerHandshakeError as exc:  # an HTTP answer instead of 101: the service refused
+            raise upgrade_error(exc, what) from exc
         except aiohttp.ClientError as exc:
             raise client_error(exc, self._url) from exc
         except TimeoutError as exc:
@@ -77,7 +97,10 @@ class EventSocket(RealtimeLink):
     async def send(self, event: dict[str, Any]) -> None:
         if self._ws is None or self._ws.closed:
             raise ConnectError("WebSocket is closed")
-        await self._ws.send_str(json.dumps(event))
+        try:
+            await self._ws.send_str(json.dumps(event))
+        except (aiohttp.ClientError, ConnectionError) as exc:  # the transport went away under us
+            raise ConnectError(f"WebSocket send failed: {exc}") from exc
 
     async def recv(self) -> dict[str, Any] | None:
         assert self._ws is not None
@@ -86,12 +109,15 @@ class EventSocket(RealtimeLink):
             if msg.type == aiohttp.WSMsgType.TEXT:
                 try:
                     event = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    log.warning("dropped a malformed server message (%d bytes)", len(msg.data))
+                except (json.JSONDecodeError, RecursionError):
+                    self.malformed.record(message=f"a text frame that is not JSON ({len(msg.data)} bytes)")
                     continue
                 if isinstance(event, dict):
                     return event
-                log.warning("dropped a non-object server message")
+                self.malformed.record(message=f"a text frame that is JSON but not an object ({type(event).__name__})")
+                continue
+            if msg.type == aiohttp.WSMsgType.BINARY:  # the service only sends text (PROTOCOL.md 3)
+                self.malformed.record(message=f"a binary frame ({len(msg.data)} bytes)")
                 continue
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 self.close_code = self._ws.close_code
@@ -99,9 +125,12 @@ class EventSocket(RealtimeLink):
                 self.closed_because(CloseInfo(close_reason(self.close_code), self.close_reason, self.close_code))
                 return None
             if msg.type == aiohttp.WSMsgType.ERROR:
-                log.warning("WebSocket error: %s", self._ws.exception())
+                exc = self._ws.exception()
+                log.warning("WebSocket error: %s", exc)
                 self.close_code = self._ws.close_code
-                self.closed_because(CloseInfo(CloseReason.NETWORK, str(self._ws.exception() or "read error")))
+                silent = isinstance(exc, aiohttp.ServerTimeoutError)  # the heartbeat's pong never came
+                reason = CloseReason.SILENT if silent else CloseReason.NETWORK
+                self.closed_because(CloseInfo(reason, str(exc or "read error")))
                 return None
 
     async def aclose(self) -> None:
@@ -162,8 +191,13 @@ class WebSocketLink(EventSocket):
             err = first.get("error") or {}
             reason = f"{err.get('code') or err.get('type')}: {err.get('message', '')}"
             await self._ws.close()
-            if err.get("code") in (None, "invalid_api_key") or self.close_code in AUTH_CLOSE_CODES:
+            code = err.get("code")
+            if code in (None, "invalid_api_key") or self.close_code in AUTH_CLOSE_CODES:
                 raise AuthError(f"WebSocket session rejected: {reason}")
+            if code == "insufficient_quota":
+                raise QuotaError(f"WebSocket session rejected: {reason}")
+            if err.get("type") == "server_error" or code == "rate_limit_exceeded":
+                raise ServiceError(f"WebSocket session rejected: {reason}")
             raise ProtocolError(f"WebSocket session rejected: {reason}")
         if first is None:
             if self.close_code in AUTH_CLOSE_CODES:
@@ -184,12 +218,16 @@ class WebSocketLink(EventSocket):
         queue = self.uplink.queue
         while self._ws is not None and not self._ws.closed:
             frame, captured = await queue.get()
-            await self.send(append_event(frame))
+            try:
+                await self.send(append_event(frame))
+            except ConnectError:
+                return  # closed under us: recv() reports why
             self.uplink.sent(captured)
             self.sent_appends += 1
 
     def stats(self) -> dict[str, Any]:
         return {
+            "malformed_messages": self.malformed.count,
             "ws_appends": self.sent_appends,
             "ws_uplink_dropped": self.uplink.queue.dropped,
             "ws_uplink_paused": self.uplink.paused_dropped,

@@ -122,6 +122,24 @@ class MicRouter:
         await self.source.aclose()
 
 
+class VoiceActivity:
+    """A cheap local "is anyone near the microphone talking": the capture time of the last frame louder than
+    ``threshold_dbfs`` (RMS). A tap on the :class:`MicRouter`; the supervisor moves to a new session only
+    when the room has been quiet for a while, so no utterance is split between two sessions."""
+
+    def __init__(self, threshold_dbfs: float = -45.0) -> None:
+        self.threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
+        self.last_loud = float("-inf")
+
+    def __call__(self, pcm: np.ndarray, captured: float) -> None:
+        if float(np.sqrt(np.mean(np.square(pcm, dtype=np.float32)))) > self.threshold:
+            self.last_loud = captured
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds since the last loud frame (infinite if there was none)."""
+        return now - self.last_loud
+
+
 @contextlib.asynccontextmanager
 async def routed(source: AudioSource, uplink: Uplink) -> AsyncIterator[MicRouter]:
     """``source`` feeding ``uplink`` for the duration of the block (tests and single-connection tools)."""

@@ -51,6 +51,7 @@ async def test_no_microphone_audio_before_the_data_channel_opens(
                 released_at, sent_before, held_before, started_before = at_release[0]
                 # nothing sent, nothing even captured for it: the microphone was not open yet
                 assert sent_before == 0 and held_before == 0 and started_before is None
+                conn.attach_mic()  # what the supervisor does once the session has started
                 async with station.running():
                     await until(lambda: mic.frames_sent >= 10, "microphone frames after the data channel opened", 5)
                 assert source.start_mono is not None and source.start_mono >= released_at
