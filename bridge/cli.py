@@ -10,6 +10,8 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from bridge import __version__
 from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, EMULATOR_HOST, EMULATOR_PORT, load_env
@@ -135,6 +137,28 @@ def _add_emulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
+class _ServeVerbosity(argparse.Action):
+    """``bridge serve -v`` / ``-vv`` (more detail) or ``-v json`` (one JSON object per log line)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        value: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if value is not None and not isinstance(value, str):
+            parser.error("-v takes one value")
+        level = getattr(namespace, "verbose", 0) or 0
+        if value is None or set(value) == {"v"}:
+            namespace.verbose = level + 1 + (len(value) if value else 0)
+        elif value in ("json", "text"):
+            namespace.log_format = value
+            namespace.verbose = max(level, 1)
+        else:
+            parser.error(f"-v takes nothing, json or text, got {value!r}")
+
+
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="token server + browser client")
     p.add_argument("--host", default="127.0.0.1")
@@ -142,6 +166,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--api-base", default=None, metavar="URL")
     p.add_argument("--offline", action="store_true")
     p.add_argument("--access-token", default=None, help="require this bearer token to mint (or BRIDGE_ACCESS_TOKEN)")
+    p.add_argument("--require-token", action="store_true", help="refuse requests without a (kiosk) token")
     p.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN")
     p.add_argument("--key-ttl", type=int, default=60, metavar="SECONDS", help="ephemeral key lifetime")
     p.add_argument("--model", default=None)
@@ -152,8 +177,32 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--greeting", default=None, help="text sent as the user's first message on connect")
     p.add_argument("--transcripts-dir", default=None, metavar="DIR", help="server-side transcripts of agent calls")
     p.add_argument("--max-calls", type=int, default=None, metavar="N", help="concurrent agent calls (default 8)")
+    p.add_argument("--rate-burst", type=int, default=None, metavar="N", help="mints per client at once (default 5)")
+    p.add_argument("--rate-period", type=float, default=None, metavar="S", help="refill: one per S s (default 6)")
+    p.add_argument("--token-burst", type=int, default=None, metavar="N", help="mints per token at once (default 60)")
+    p.add_argument("--token-period", type=float, default=None, metavar="S", help="per-token refill (default 1 s)")
     p.add_argument("--web-root", default=None, metavar="DIR", help="the page's folder (default: web/)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("--redis-url", default=None, metavar="URL", help="run as a fleet replica; state in this Redis")
+    p.add_argument("--replica-id", default=None, metavar="ID", help="this replica's name (default host-pid-random)")
+    p.add_argument("--call-ttl", type=float, default=None, metavar="S", help="call lock lifetime (default 15 s)")
+    p.add_argument("--handover-wait", type=float, default=None, metavar="S", help="SIGTERM handover (default 5 s)")
+    p.add_argument("--fleet-minutes-per-day", type=float, default=None, metavar="MIN", help="agent call minutes")
+    p.add_argument("-v", "--verbose", nargs="?", action=_ServeVerbosity, default=0, metavar="json",
+                   help="-v, -vv: more detail; -v json: JSON log lines (or BRIDGE_LOG_FORMAT=json)")  # fmt: skip
+    tokens = p.add_subparsers(dest="serve_command", metavar="tokens").add_parser(
+        "tokens", help="per-kiosk tokens in the fleet's Redis: add | list | revoke"
+    )
+    actions = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="issue a token for a kiosk (printed once)")
+    add.add_argument("name", help="the kiosk's name, e.g. shop-12")
+    add.add_argument("--max-calls", type=int, default=2, metavar="N", help="concurrent agent calls (0 = no cap)")
+    add.add_argument("--minutes-per-day", type=float, default=0, metavar="MIN", help="agent call minutes (0 = no cap)")
+    listing = actions.add_parser("list", help="kiosks with today's usage")
+    listing.add_argument("--json", action="store_true")
+    revoke = actions.add_parser("revoke", help="refuse a kiosk's token from now on")
+    revoke.add_argument("name")
+    for action in (add, listing, revoke):
+        action.add_argument("--redis-url", default=None, metavar="URL", help="the fleet's Redis (or BRIDGE_REDIS_URL)")
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -61,6 +61,7 @@ class ResponseDone:
     status: str
     reason: str | None
     output: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  # token counts (PROTOCOL.md 4: null in response.created)
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,9 @@ def _parse(t: str, e: dict[str, Any]) -> Event:  # noqa: C901 - a flat dispatch 
             if not isinstance(output, list):
                 raise TypeError("output is not a list")
             reason = _opt_str(details, "reason")
-            return ResponseDone(_str(r, "id"), _opt_str(r, "status", "") or "", reason, output)
+            usage = r.get("usage")  # informational: a wrong-typed usage is dropped, not the event
+            usage = usage if isinstance(usage, dict) else None
+            return ResponseDone(_str(r, "id"), _opt_str(r, "status", "") or "", reason, output, usage)
         case "response.output_item.added":
             return OutputItemAdded(_str(e, "response_id"), _item(e))
         case "response.output_audio.delta":
