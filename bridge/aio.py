@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from bridge.errors import BridgeError
+
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     """Every exception inside a (nested) exception group, in order."""
@@ -17,14 +19,16 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 @contextlib.asynccontextmanager
 async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
-    """An ``asyncio.TaskGroup`` whose failure, when it is a single exception, surfaces as that exception
-    rather than wrapped in an ``ExceptionGroup`` (so ``except BridgeError`` works at the CLI boundary).
-    Several failures stay grouped."""
+    r"""An ``asyncio.TaskGroup`` whose failure surfaces as one exception rather than an ``ExceptionGroup``
+    (so ``except BridgeError`` works where the lifetime's owner decides): a single failure as itself, and
+    several :class:`bridge.errors.BridgeError`\ s at once (one cause seen by several watchers: a sound
+    server restarting ends the microphone, the speaker and the watch together) as the first of them.
+    Anything else stays grouped."""
     try:
         async with asyncio.TaskGroup() as tg:
             yield tg
     except BaseExceptionGroup as group:
         found = leaves(group)
-        if len(found) == 1:
+        if len(found) == 1 or (found and all(isinstance(e, BridgeError) for e in found)):
             raise found[0] from None
         raise

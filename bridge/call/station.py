@@ -22,7 +22,7 @@ from typing import Any
 
 from bridge.aio import task_group
 from bridge.errors import AudioError
-from bridge.media import open_sink, open_source
+from bridge.media import DeviceSource, open_sink, open_source, soundserver
 from bridge.media.base import AudioSink, AudioSource
 from bridge.media.mic import MicRouter, VoiceActivity
 from bridge.media.playout import PlayoutBuffer
@@ -37,7 +37,17 @@ LOW_LATENCY_PLAYOUT_TARGET_MS = 5
 class Station:
     """Microphone, speaker and playout (see module docstring)."""
 
-    def __init__(self, source: AudioSource, sink: AudioSink, playout: PlayoutBuffer) -> None:
+    def __init__(
+        self,
+        source: AudioSource,
+        sink: AudioSink,
+        playout: PlayoutBuffer,
+        *,
+        watch_devices: bool = False,
+        expected: soundserver.Placement | None = None,
+    ) -> None:
+        """``watch_devices``: a device the sound server takes away (and quietly replaces) ends the station
+        like a dead one (:mod:`bridge.media.soundserver`; a kiosk wants that, a desktop the fallback)."""
         self.source = source
         self.sink = sink
         self.playout = playout
@@ -46,13 +56,30 @@ class Station:
         """When the room was last loud (a tap on the microphone)."""
         self.mic.add_tap(self.activity)
         self._mic_started = asyncio.Event()
+        self._watch_devices = watch_devices
+        self.placement: soundserver.Placement | None = expected
+        """The sound-server devices the streams are on (when watched; given: the ones they must be on)."""
+        self.watching = asyncio.Event()
+        """Set once the devices are known to be where they should be (at once when not watched)."""
+        if not watch_devices:
+            self.watching.set()
 
     @classmethod
-    def for_devices(cls, input_dev: str | None, output_dev: str | None, *, paced_replies: bool) -> Station:
+    def for_devices(
+        cls,
+        input_dev: str | None,
+        output_dev: str | None,
+        *,
+        paced_replies: bool,
+        watch_devices: bool = False,
+        expected: soundserver.Placement | None = None,
+    ) -> Station:
         """``--input`` / ``--output`` DEV strings (index, name, FILE.wav, null, None for the default).
         ``paced_replies``: reply audio arrives in real time (WebRTC), so playout keeps a small margin."""
         target = LOW_LATENCY_PLAYOUT_TARGET_MS if paced_replies else None
-        return cls(open_source(input_dev), open_sink(output_dev), PlayoutBuffer(target_ms=target))
+        source, sink = open_source(input_dev), open_sink(output_dev)
+        watch = watch_devices and isinstance(source, DeviceSource) and soundserver.available()
+        return cls(source, sink, PlayoutBuffer(target_ms=target), watch_devices=watch, expected=expected)
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Station]:
@@ -88,10 +115,31 @@ class Station:
             tg.create_task(self._read_mic(), name="mic")
             tg.create_task(self._watch(self.source, "microphone"), name="mic-watch")
             tg.create_task(self._watch(self.sink, "speaker"), name="speaker-watch")
+            if self._watch_devices:
+                tg.create_task(self._watch_sound_server(), name="sound-server-watch")
 
     async def _read_mic(self) -> None:
         await self._mic_started.wait()
         await self.mic.run()
+
+    async def _watch_sound_server(self) -> None:
+        """Where the devices are the sound server's (PulseAudio, PipeWire): the streams were pinned to named
+        devices before they opened (:func:`soundserver.pin`, by the owner); end with :class:`AudioError`
+        when the server moves them off those (an unplugged device) or drops them."""
+        await self._mic_started.wait()
+        expected = self.placement or await soundserver.defaults()
+        where = await soundserver.placement()
+        for _ in range(20):  # the streams show up a moment after they open
+            if where == expected:
+                break
+            await asyncio.sleep(0.25)
+            where = await soundserver.placement()
+        else:
+            soundserver.SoundServerWatch(expected).check(where)  # not where they were opened: a device is gone
+        self.placement = where
+        self.watching.set()
+        log.info("sound server: microphone on %r, speaker on %r", where.source, where.sink)
+        await soundserver.SoundServerWatch(where).run()
 
     async def _watch(self, device: AudioSource | AudioSink, what: str) -> None:
         exc = await device.faults.wait_fatal()

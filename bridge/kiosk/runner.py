@@ -50,6 +50,7 @@ from bridge.kiosk.retention import call_transcript_path, prune
 from bridge.kiosk.systemd import Notifier, WatchdogFeeder, watchdog_interval
 from bridge.kiosk.vad import VadEvent, VoiceActivity, load_engine
 from bridge.kiosk.wakeword import load_wake_word
+from bridge.media import soundserver
 from bridge.media.portaudio import rescan
 from bridge.transcript import TranscriptWriter
 
@@ -137,9 +138,19 @@ class Kiosk:
 
     async def _stations(self, stop: asyncio.Event) -> None:
         delay = REOPEN_FIRST_S
+        placed: soundserver.Placement | None = None  # the sound-server devices of the first good station
+        if soundserver.available():
+            with contextlib.suppress(AudioError):
+                placed = await soundserver.defaults()
+                soundserver.pin(placed)  # open on these by name, now and after every reopen
+                log.info("sound server: microphone %r, speaker %r", placed.source, placed.sink)
         while not stop.is_set():
             station = Station.for_devices(
-                self.run_cfg.input, self.run_cfg.output, paced_replies=self.run_cfg.transport == "webrtc"
+                self.run_cfg.input,
+                self.run_cfg.output,
+                paced_replies=self.run_cfg.transport == "webrtc",
+                watch_devices=True,
+                expected=placed,
             )
             try:
                 async with station.running():
@@ -149,15 +160,30 @@ class Kiosk:
             except AudioError as exc:
                 if stop.is_set():
                     return
+                placed = placed or station.placement
                 self._devices(station, present=False)
                 self.status.on_error(str(exc))
                 self.status.set_state(KioskState.NO_DEVICE, str(exc))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
+                await self._wait_for_devices(placed, delay, stop)
                 delay = min(REOPEN_MAX_S, delay * 2)
-                with contextlib.suppress(AudioError):
-                    rescan()  # PortAudio lists devices once: look again (every stream is closed by now)
+
+    async def _wait_for_devices(self, placed: soundserver.Placement | None, delay: float, stop: asyncio.Event) -> None:
+        """Back off; with a sound server, until the devices we had are there again (then open those)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            if placed is None:
+                break
+            try:
+                if await soundserver.present(placed):
+                    soundserver.pin(placed)  # the same devices, not whatever the server falls back to
+                    break
+            except AudioError as exc:  # the sound server itself is not back yet
+                log.info("waiting for the sound server: %s", exc)
+            delay = min(REOPEN_MAX_S, delay * 2)
+        with contextlib.suppress(AudioError):
+            rescan()  # PortAudio lists devices once: look again (every stream is closed by now)
 
     def _devices(self, station: Station, *, present: bool) -> None:
         for role, dev in (("input", station.source), ("output", station.sink)):
@@ -170,6 +196,7 @@ class Kiosk:
         listener.reset()
         station.mic.add_tap(listener)
         await station.start_mic()
+        await station.watching.wait()  # the devices are the ones they should be (a sound server says so)
         self._devices(station, present=True)
         self._idle()
         if not self._ready:
@@ -244,6 +271,9 @@ class Kiosk:
                     await call.run(end)
                 except AudioError:
                     reason[0] = "device_lost"
+                    raise
+                except asyncio.CancelledError:  # the station went down under the call (or we are stopping)
+                    reason[0] = "shutdown" if stop.is_set() else "device_lost"
                     raise
                 except BridgeError as exc:  # the call could not start or could not go on: back to idle
                     reason[0] = "error"

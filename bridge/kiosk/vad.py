@@ -62,7 +62,8 @@ def _lowpass_taps(n: int = 48, cutoff_hz: float = 7_000.0, rate: int = IN_RATE) 
     """A Hamming-windowed sinc low-pass for the 3:1 decimation (stop band well below 8 kHz Nyquist alias)."""
     m = np.arange(n) - (n - 1) / 2
     h = np.sinc(2 * cutoff_hz / rate * m) * np.hamming(n)
-    return (h / h.sum()).astype(np.float32)
+    taps: np.ndarray = (h / h.sum()).astype(np.float32)
+    return taps
 
 
 class Decimator:
