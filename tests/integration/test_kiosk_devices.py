@@ -98,7 +98,7 @@ async def state_is(kiosk: Kiosk, *states: str, timeout: float = 15) -> dict[str,
 
     health: dict[str, object] = {}
     async with asyncio.timeout(timeout):
-        while (health := await now()).get("state") not in states:
+        while (health := await now()).get("state") not in states:  # noqa: ASYNC110 - another process, polled
             await asyncio.sleep(0.1)
     return health
 
