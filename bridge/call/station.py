@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bridge.aio import task_group
@@ -45,6 +45,7 @@ class Station:
         *,
         watch_devices: bool = False,
         expected: soundserver.Placement | None = None,
+        speaker_on_demand: Callable[[], AudioSink] | None = None,
     ) -> None:
         """``watch_devices``: a device the sound server takes away (and quietly replaces) ends the station
         like a dead one (:mod:`bridge.media.soundserver`; a kiosk wants that, a desktop the fallback)."""
@@ -63,6 +64,9 @@ class Station:
         """Set once the devices are known to be where they should be (at once when not watched)."""
         if not watch_devices:
             self.watching.set()
+        self._new_sink = speaker_on_demand
+        self._sink_open = False
+        self._sink_changed = asyncio.Event()
 
     @classmethod
     def for_devices(
@@ -73,25 +77,55 @@ class Station:
         paced_replies: bool,
         watch_devices: bool = False,
         expected: soundserver.Placement | None = None,
+        speaker_on_demand: bool = False,
     ) -> Station:
         """``--input`` / ``--output`` DEV strings (index, name, FILE.wav, null, None for the default).
-        ``paced_replies``: reply audio arrives in real time (WebRTC), so playout keeps a small margin."""
+        ``paced_replies``: reply audio arrives in real time (WebRTC), so playout keeps a small margin.
+        ``speaker_on_demand``: the speaker is opened by :meth:`speaker_on` and closed by :meth:`speaker_off`
+        (a kiosk idles with the microphone alone: the output stream is most of the sound stack's CPU)."""
         target = LOW_LATENCY_PLAYOUT_TARGET_MS if paced_replies else None
         source, sink = open_source(input_dev), open_sink(output_dev)
         watch = watch_devices and isinstance(source, DeviceSource) and soundserver.available()
-        return cls(source, sink, PlayoutBuffer(target_ms=target), watch_devices=watch, expected=expected)
+        return cls(
+            source,
+            sink,
+            PlayoutBuffer(target_ms=target),
+            watch_devices=watch,
+            expected=expected,
+            speaker_on_demand=(lambda: open_sink(output_dev)) if speaker_on_demand else None,
+        )
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Station]:
         """The speaker plays (silence until a reply comes) for the duration of the block; both devices are
         closed at its end."""
         try:
-            await self.sink.start(self.playout.pull)
-            self.playout.set_output_latency(self.sink.output_latency)
+            if self._new_sink is None:
+                await self._open_sink()
             yield self
         finally:
             await self.mic.aclose()
             await self.sink.aclose()
+
+    async def _open_sink(self) -> None:
+        await self.sink.start(self.playout.pull)
+        self.playout.set_output_latency(self.sink.output_latency)
+        self._sink_open = True
+        self._sink_changed.set()
+
+    async def speaker_on(self) -> None:
+        """Open the speaker (on demand: see :meth:`for_devices`); idempotent."""
+        if not self._sink_open:
+            await self._open_sink()
+
+    async def speaker_off(self) -> None:
+        """Close the speaker until the next :meth:`speaker_on` (on demand only); idempotent."""
+        if self._new_sink is None or not self._sink_open:
+            return
+        sink, self.sink = self.sink, self._new_sink()
+        self._sink_open = False
+        self._sink_changed.set()
+        await sink.aclose()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Station]:
@@ -114,7 +148,7 @@ class Station:
         async with task_group() as tg:
             tg.create_task(self._read_mic(), name="mic")
             tg.create_task(self._watch(self.source, "microphone"), name="mic-watch")
-            tg.create_task(self._watch(self.sink, "speaker"), name="speaker-watch")
+            tg.create_task(self._watch_speaker(), name="speaker-watch")
             if self._watch_devices:
                 tg.create_task(self._watch_sound_server(), name="sound-server-watch")
 
@@ -128,18 +162,30 @@ class Station:
         when the server moves them off those (an unplugged device) or drops them."""
         await self._mic_started.wait()
         expected = self.placement or await soundserver.defaults()
+        watch = soundserver.SoundServerWatch(expected, speaker_open=lambda: self._sink_open)
         where = await soundserver.placement()
         for _ in range(20):  # the streams show up a moment after they open
-            if where == expected:
+            if watch.matches(where):
                 break
             await asyncio.sleep(0.25)
             where = await soundserver.placement()
         else:
-            soundserver.SoundServerWatch(expected).check(where)  # not where they were opened: a device is gone
-        self.placement = where
+            watch.check(where)  # not where they were opened: a device is gone
+        self.placement = expected
         self.watching.set()
-        log.info("sound server: microphone on %r, speaker on %r", where.source, where.sink)
-        await soundserver.SoundServerWatch(where).run()
+        log.info("sound server: microphone on %r, speaker on %r", expected.source, expected.sink)
+        await watch.run()
+
+    async def _watch_speaker(self) -> None:
+        """:meth:`_watch` of whichever sink is the speaker now (it changes when opened on demand)."""
+        while True:
+            self._sink_changed.clear()
+            async with task_group() as tg:
+                dead = tg.create_task(self._watch(self.sink, "speaker"))
+                changed = tg.create_task(self._sink_changed.wait())
+                await asyncio.wait({dead, changed}, return_when=asyncio.FIRST_COMPLETED)
+                dead.cancel()
+                changed.cancel()
 
     async def _watch(self, device: AudioSource | AudioSink, what: str) -> None:
         exc = await device.faults.wait_fatal()

@@ -151,6 +151,7 @@ class Kiosk:
                 paced_replies=self.run_cfg.transport == "webrtc",
                 watch_devices=True,
                 expected=placed,
+                speaker_on_demand=True,  # idle with the microphone alone: the speaker opens with a call
             )
             try:
                 async with station.running():
@@ -236,6 +237,7 @@ class Kiosk:
         self.status.on_call_start()
         self.status.set_state(KioskState.CONNECTING)
         backlog = self.preroll.start_backlog(onset.speech_from - self.drain.lead_s, self.drain)
+        await station.speaker_on()
         path = call_transcript_path(self.cfg.transcript_dir, started)
         transcript = TranscriptWriter(path)
         transcript.open()
@@ -284,6 +286,8 @@ class Kiosk:
         finally:
             if self.preroll.backlog is backlog:
                 self.preroll.stop_backlog()
+            with contextlib.suppress(AudioError):
+                await station.speaker_off()
             transcript.write("stats", **station.stats(), **call.stats())
             transcript.close()
             seconds = self.budget.call_ended()

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,10 +119,16 @@ async def present(where: Placement) -> bool:
 
 
 class SoundServerWatch:
-    """Ends with :class:`AudioError` when this process's streams leave the devices they started on."""
+    """Ends with :class:`AudioError` when this process's streams leave the devices they started on
+    (``speaker_open``: whether a playback stream should exist now; a kiosk closes it while idle)."""
 
-    def __init__(self, expected: Placement) -> None:
+    def __init__(self, expected: Placement, speaker_open: Callable[[], bool] = lambda: True) -> None:
         self.expected = expected
+        self._speaker_open = speaker_open
+
+    def matches(self, now: Placement) -> bool:
+        sink_ok = not self._speaker_open() or self.expected.sink is None or now.sink == self.expected.sink
+        return (self.expected.source is None or now.source == self.expected.source) and sink_ok
 
     async def run(self) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -147,10 +154,10 @@ class SoundServerWatch:
     def check(self, now: Placement) -> None:
         """Raise :class:`AudioError` unless ``now`` is where the streams started."""
         log.debug("sound server: streams on %s (expected %s)", now, self.expected)
-        for role, was, is_ in (
-            ("microphone", self.expected.source, now.source),
-            ("speaker", self.expected.sink, now.sink),
-        ):
-            if was is not None and is_ != was:
-                moved = f"the sound server moved the stream to {is_!r}" if is_ else "the stream is gone"
-                raise AudioError(f"the {role} {was!r} went away ({moved})")
+        if self.matches(now):
+            return
+        role, was, is_ = "microphone", self.expected.source, now.source
+        if was is None or is_ == was:
+            role, was, is_ = "speaker", self.expected.sink, now.sink
+        moved = f"the sound server moved the stream to {is_!r}" if is_ else "the stream is gone"
+        raise AudioError(f"the {role} {was!r} went away ({moved})")
