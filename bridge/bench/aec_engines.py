@@ -45,7 +45,7 @@ class LivekitApm(EchoEngine):
 
     def __init__(self, delay_hint_ms: int = 0) -> None:
         super().__init__()
-        from livekit import rtc
+        from livekit import rtc  # type: ignore[import-not-found,unused-ignore]  # a candidate, not a dependency
 
         self._rtc = rtc
         self._hint = delay_hint_ms
@@ -70,7 +70,7 @@ class Speex(EchoEngine):
 
     def __init__(self, tail_ms: int = 200) -> None:
         super().__init__()
-        from speexdsp import EchoCanceller
+        from speexdsp import EchoCanceller  # type: ignore[import-not-found,unused-ignore]  # a candidate, not a dependency
 
         self._tail = tail_ms
         self._ec = EchoCanceller.create(N, RATE * tail_ms // 1000, RATE)
