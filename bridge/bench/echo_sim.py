@@ -213,31 +213,55 @@ class Clocks:
     capture_err_ms: float = 0.0
     jitter_ms: float = 1.0
     seed: int = 2
+    gaps: tuple[tuple[float, float], ...] = ()
+    """Speaker underruns: ``(at_s, gap_ms)``, the device plays ``gap_ms`` of silence before the far sample
+    due at ``at_s`` (its timestamps account for it, as PortAudio's do: docs/benchmarks.md)."""
+
+    capture_steps: tuple[tuple[float, float], ...] = ()
+    """``(at_s, extra_ms)``: from ``at_s`` on the microphone's callbacks come ``extra_ms`` later (PulseAudio
+    raised a busy client's latency); its samples were captured when they always were."""
+
+    def gap_before(self, i: int) -> int:
+        """Samples of silence the device inserted before far sample ``i``."""
+        return sum(round(g * RATE / 1000) for at, g in self.gaps if i >= round(at * RATE))
+
+    def as_played(self, far: np.ndarray) -> np.ndarray:
+        """``far`` as the speaker actually played it: the gaps inserted (same length)."""
+        out = far.astype(np.float64)
+        for at, g in sorted(self.gaps, reverse=True):
+            i, n = round(at * RATE), round(g * RATE / 1000)
+            out = np.concatenate([out[:i], np.zeros(n), out[i:]])
+        return out[: len(far)]
 
 
 def simulate(canceller: Canceller, far: np.ndarray, mic: np.ndarray, clocks: Clocks = Clocks()) -> np.ndarray:
     """Feed ``canceller`` as a :class:`~bridge.media.devices.DeviceSink` tap and a
     :class:`~bridge.media.devices.DeviceSource` filter would, in real-time order, and return its output.
 
-    ``far`` is what the speaker plays from time 0 (speaker clock, 48 kHz); ``mic`` what the microphone
-    hears (microphone clock: build it with ``Room(drift_ppm=clocks.drift_ppm)``). Times are seconds."""
+    ``far`` is what the speaker is given from time 0 (speaker clock, 48 kHz); ``mic`` what the microphone
+    hears (microphone clock: build it with ``Room(drift_ppm=clocks.drift_ppm)`` from ``clocks.as_played(far)``).
+    Times are seconds."""
     rng = np.random.default_rng(clocks.seed)
     j = clocks.jitter_ms / 1000
     f_in = RATE * (1 + clocks.drift_ppm / 1e6)
     events: list[tuple[float, int, int]] = []  # (when it happens, kind 0 = far block / 1 = mic frame, index)
     block, frame = RATE // 200, RATE // 50
     for i in range(0, len(far) - block + 1, block):
-        events.append((i / RATE - clocks.handoff_ms / 1000, 0, i))
+        events.append(((i + clocks.gap_before(i)) / RATE - clocks.handoff_ms / 1000, 0, i))
     for k in range(0, len(mic) - frame + 1, frame):
-        events.append(((k + frame - 1) / f_in + clocks.deliver_ms / 1000, 1, k))
+        true = (k + frame - 1) / f_in
+        extra = sum(x for at, x in clocks.capture_steps if true >= at) / 1000
+        events.append((true + clocks.deliver_ms / 1000 + extra, 1, k))
     events.sort()
     f16, m16 = to_int16(far), to_int16(mic)
     out = np.zeros(len(mic) // frame * frame, dtype=np.int16)
     for _, kind, i in events:
         if kind == 0:
-            at = i / RATE + clocks.play_err_ms / 1000 + rng.uniform(-j, j)
+            at = (i + clocks.gap_before(i)) / RATE + clocks.play_err_ms / 1000 + rng.uniform(-j, j)
             canceller.played(f16[i : i + block], at)
         else:
-            captured = (i + frame - 1) / f_in + clocks.capture_err_ms / 1000 + rng.uniform(-j, j)
+            true = (i + frame - 1) / f_in
+            extra = sum(x for at, x in clocks.capture_steps if true >= at) / 1000
+            captured = true + clocks.capture_err_ms / 1000 + extra + rng.uniform(-j, j)
             out[i : i + frame] = canceller.process(m16[i : i + frame], captured)
     return out

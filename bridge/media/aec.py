@@ -43,7 +43,7 @@ import numpy as np
 
 from bridge.media.aec_engine import INSTALL_HINT, EchoEngine, EngineName, load_engine
 from bridge.media.echo_delay import DelayEstimator
-from bridge.media.farend import FarEnd
+from bridge.media.farend import FarEnd, OffsetTracker
 
 if TYPE_CHECKING:
     from bridge.media.devices import DeviceSink, DeviceSource
@@ -99,6 +99,8 @@ class AecMetrics:
     frames: int
     far_late: int
     far_jumps: int
+    far_steps: int
+    far_starved: int
     realigns: int
     switches: int
 
@@ -134,7 +136,10 @@ class EchoCanceller:
         if initial_delay_ms is not None:  # warm start: pre-align at once if the last run needed it
             self._delay = initial_delay_ms / 1000
             self._place(self._delay)
-        self._near_offset: float | None = None
+        # Capture time of near sample 0 (20 ms frames). Never stepped: a microphone's callbacks coming later
+        # (PulseAudio raising a busy client's latency) does not mean its samples were captured later; only
+        # drift is followed, by at most 0.3 ms per second (300 ppm) outside the jitter band.
+        self._near = OffsetTracker(0.02, persist=0, slew=0.1)
         self._near_count = 0
         self._chunks = 0
         self._last_far_chunk = -(10**9)
@@ -164,12 +169,11 @@ class EchoCanceller:
         n = len(pcm)
         if n % CHUNK:
             raise ValueError(f"echo cancellation takes whole 10 ms chunks ({CHUNK} samples), got {n}")
-        self._track_near(captured - (n - 1) / RATE, n)
+        near_offset = self._near.update(captured - (n - 1) / RATE - self._near_count / RATE)
         out = np.empty(n, dtype=np.int16)
-        assert self._near_offset is not None
         for k in range(0, n, CHUNK):
             near = pcm[k : k + CHUNK]
-            t = self._near_offset + (self._near_count + k) / RATE
+            t = near_offset + (self._near_count + k) / RATE
             far = self.far.read(t, CHUNK, self._shift)
             cleaned = self.engine.process(near, far)
             self.estimator.push(near, far)
@@ -183,13 +187,6 @@ class EchoCanceller:
             self._shift += 0.001
             self._min_shift = self._shift
         return out
-
-    def _track_near(self, t_first: float, n: int) -> None:
-        offset = t_first - self._near_count / RATE
-        if self._near_offset is None or abs(offset - self._near_offset) > 0.03:
-            self._near_offset = offset  # first frame, or input was lost (overflow): follow the jump
-        else:
-            self._near_offset += 0.02 * (offset - self._near_offset)
 
     def _route(self, near: np.ndarray, cleaned: np.ndarray, far: np.ndarray) -> np.ndarray:
         """The chunk to send: the engine's output while echo is possible, else the microphone itself."""
@@ -277,6 +274,8 @@ class EchoCanceller:
             frames=self._chunks,
             far_late=self.far.late,
             far_jumps=self.far.jumps,
+            far_steps=self.far.steps,
+            far_starved=self.far.starved,
             realigns=self.realigns,
             switches=self.switches,
         )

@@ -194,8 +194,9 @@ class DeviceSource(AudioSource):
             if status.input_overflow:
                 self.input_overflows += 1
         adc = time_info.inputBufferAdcTime if time_info is not None else 0.0
-        if adc > 0:  # PortAudio's stream clock: ADC time of the block's first sample
-            self.adc_lag = time_info.currentTime - adc - (frames - 1) / self.rate
+        if adc > 0:  # PortAudio's stream clock: ADC time of the block's first sample. Through PulseAudio's ALSA
+            # plugin it can lie after the callback, which cannot be: then the callback time is the better one.
+            self.adc_lag = max(0.0, time_info.currentTime - adc - (frames - 1) / self.rate)
         loop = self._loop
         if loop is None:
             return

@@ -6,10 +6,12 @@ thread :meth:`FarEnd.read`\\ s, for each 10 ms of microphone audio captured from
 that were played from ``t - shift`` on. The engine then sees the echo ``shift`` + (the true echo delay minus
 what the timestamps already account for) after its reference; it finds and follows that rest itself.
 
-Both sides map sample counts to time through a smoothed offset (each device's own clock against
-``time.monotonic``), so callback jitter does not move the alignment and clock drift between two sound cards
-is followed: the read position is nudged one sample per 10 ms when it is more than ``nudge_ms`` away from
-where the timestamps put it, and jumps when it is more than ``resync_ms`` away (a glitch, a restart).
+Both sides map sample counts to time through an :class:`OffsetTracker` (each device's own clock against
+``time.monotonic``): callback jitter does not move the alignment, clock drift between two sound cards is
+followed slowly, and a step (an underrun, a restart: the device plays later than the samples count) is
+taken at once. The read position is nudged one sample per 10 ms while it is more than ``nudge_ms`` from
+where the timestamps put it (drift), and jumps when it is more than ``jump_ms`` away (a step): the engine
+re-converges faster after one clean jump than while its reference slides for seconds.
 
 One short lock guards the ring (copies of a few hundred samples); nothing waits.
 """
@@ -26,6 +28,43 @@ import numpy as np
 RATE = 48_000
 
 
+class OffsetTracker:
+    """A smoothed clock offset: values within ``band_s`` of it move it by ``alpha``; a value farther away is
+    an outlier (a late callback) unless ``persist`` of them come in a row or it is more than ``snap_s`` away:
+    then the offset steps to it (counted in :attr:`steps`). With ``persist=0`` it never steps; outliers then
+    pull it by ``slew * alpha * band_s`` each (a slow follow of drift, not of steps)."""
+
+    def __init__(
+        self, alpha: float, band_s: float = 0.003, snap_s: float = 0.03, persist: int = 20, slew: float = 0.0
+    ) -> None:
+        self.alpha = alpha
+        self.band = band_s
+        self.snap = snap_s
+        self.persist = persist
+        self.slew = slew
+        self.value: float | None = None
+        self.steps = 0
+        self._outliers = 0
+
+    def update(self, offset: float) -> float:
+        if self.value is None:
+            self.value = offset
+            return offset
+        dev = offset - self.value
+        if abs(dev) <= self.band:
+            self.value += self.alpha * dev
+            self._outliers = 0
+        elif self.persist:
+            self._outliers += 1
+            if abs(dev) > self.snap or self._outliers >= self.persist:
+                self.value = offset
+                self.steps += 1
+                self._outliers = 0
+        else:
+            self.value += self.slew * self.alpha * (self.band if dev > 0 else -self.band)
+        return self.value
+
+
 class FarEnd:
     """A ring of the last ``seconds`` of played audio (48 kHz int16) with its play-out timeline."""
 
@@ -35,7 +74,7 @@ class FarEnd:
         rate: int = RATE,
         seconds: float = 2.5,
         smoothing: float = 0.01,
-        resync_ms: float = 30.0,
+        jump_ms: float = 8.0,
         nudge_ms: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -43,23 +82,23 @@ class FarEnd:
         self._cap = int(seconds * rate)
         self._ring = np.zeros(self._cap, dtype=np.int16)
         self._written = 0
-        self._offset: float | None = None
-        """Smoothed play-out time of sample 0: sample ``i`` sounds at ``offset + i / rate``."""
-        self._alpha = smoothing
-        self._resync_s = resync_ms / 1000
+        self._offset = OffsetTracker(smoothing, persist=4)  # 5 ms blocks: a step is taken after 20 ms
+        """Play-out time of sample 0: sample ``i`` sounds at ``offset + i / rate``."""
         self._nudge = round(nudge_ms * rate / 1000)
-        self._resync = round(resync_ms * rate / 1000)
+        self._jump = round(jump_ms * rate / 1000)
         self._clock = clock
         self._last_write = -math.inf
         self._lock = threading.Lock()
         self._rp: int | None = None  # capture thread only
-        self.resyncs = 0
-        """Times the play-out timeline jumped (output glitch, device restart)."""
+
         self.jumps = 0
         """Times the read position jumped instead of being nudged."""
         self.nudges = 0
         self.late = 0
-        """Reads that asked for audio not yet handed to the device (the pairing leads too far)."""
+        """Reads that asked for audio not yet handed to the device although the speaker's callback keeps time
+        (the pairing leads too far for this device)."""
+        self.starved = 0
+        """Reads that found the speaker's callback behind (a busy machine): the missing audio is zeros."""
 
     # ---------------------------------------------------------------- output thread
 
@@ -70,13 +109,7 @@ class FarEnd:
             return
         with self._lock:
             start = self._written
-            offset = at - start / self.rate
-            if self._offset is None or abs(offset - self._offset) > self._resync_s:
-                if self._offset is not None:
-                    self.resyncs += 1
-                self._offset = offset
-            else:
-                self._offset += self._alpha * (offset - self._offset)
+            self._offset.update(at - start / self.rate)
             if n >= self._cap:
                 pcm, start = pcm[-self._cap :], start + n - self._cap
             i = start % self._cap
@@ -92,11 +125,12 @@ class FarEnd:
     def read(self, t: float, n: int, shift: float) -> np.ndarray:
         """``n`` samples played from ``t - shift`` on (zeros where nothing was played)."""
         with self._lock:
-            if self._offset is None:
+            offset = self._offset.value
+            if offset is None:
                 return np.zeros(n, dtype=np.int16)
-            want = round((t - shift - self._offset) * self.rate)
+            want = round((t - shift - offset) * self.rate)
             rp = self._rp
-            if rp is None or abs(want - rp) > self._resync:
+            if rp is None or abs(want - rp) > self._jump:
                 if rp is not None:
                     self.jumps += 1
                 rp = want
@@ -114,14 +148,23 @@ class FarEnd:
                 out[lo - rp : lo - rp + first] = self._ring[i : i + first]
                 if first < hi - lo:
                     out[lo - rp + first : hi - rp] = self._ring[: hi - lo - first]
-            if rp + n > self._written and self._clock() - self._last_write < 0.1:
-                self.late += 1
+            if rp + n > self._written:
+                since = self._clock() - self._last_write
+                if since < 0.012:  # the callback ran within ~2 blocks: it is on time, the lead is too long
+                    self.late += 1
+                elif since < 0.5:
+                    self.starved += 1
             self._rp = rp + n
             return out
 
     def reset_read(self) -> None:
         """Forget the read position (the next read starts where the timestamps say)."""
         self._rp = None
+
+    @property
+    def steps(self) -> int:
+        """Times the play-out timeline stepped (an underrun, a device restart)."""
+        return self._offset.steps
 
     @property
     def active(self) -> bool:

@@ -173,6 +173,30 @@ def test_clock_drift_between_two_sound_cards_is_followed(far: np.ndarray) -> Non
     assert c.far.nudges > 100 and c.far.jumps == 0
 
 
+def test_speaker_underruns_do_not_break_the_alignment(far: np.ndarray) -> None:
+    """The speaker plays 20, 45 and 8 ms of silence it was not given (underruns); its timestamps say so (as
+    PortAudio's do, measured through PulseAudio: docs/benchmarks.md), and the reference follows at once."""
+    clocks = sim.Clocks(gaps=((6.0, 20.0), (12.0, 45.0), (18.0, 8.0)))
+    room = sim.Room()
+    echo = room.echo(clocks.as_played(far))
+    c = make()
+    out = sim.simulate(c, far, echo + room.noise(len(far)), clocks)
+    assert sim.erle_db(echo, out, floor_of(room, len(far)), start_s=5) >= 35
+    assert c.far.steps == 3
+
+
+def test_a_microphone_delivering_later_is_not_mistaken_for_a_moved_echo(far: np.ndarray) -> None:
+    """8 s in, the microphone's callbacks start coming 80 ms later (a busy machine: PulseAudio raised the
+    client's latency); the samples are the same, so the pairing must stay where it is."""
+    clocks = sim.Clocks(capture_steps=((8.0, 80.0),))
+    room = sim.Room()
+    echo = room.echo(far)
+    c = make()
+    out = sim.simulate(c, far, echo + room.noise(len(far)), clocks)
+    assert sim.erle_db(echo, out, floor_of(room, len(far)), start_s=5) >= 35
+    assert c.far.jumps == 0
+
+
 def test_timestamps_that_claim_the_echo_comes_early_are_corrected(far: np.ndarray) -> None:
     """A device whose reported output latency is 60 ms too long: the echo arrives before its reference would
     by the timestamps; the estimator pairs further ahead instead of cancelling nothing."""
