@@ -239,6 +239,13 @@ def take_erle(take: Take, skip_s: float = 2.0) -> float:
     return float(10 * np.log10(e_raw[:k][sel].sum() / max(e_sent[:k][sel].sum(), 1.0)))
 
 
+def first_second_peak_dbfs(take: Take) -> float:
+    """The loudest 10 ms (RMS, dBFS) of the uplink in the first second of echo: the unconverged start."""
+    first = int(np.argmax(echo_frames(take.raw, 0)))
+    e = sim.frame_energy(take.sent)[first : first + 100]
+    return float(10 * np.log10(e.max() / sim.CHUNK + 1e-9) - 20 * np.log10(32768))
+
+
 def speech_started(pcm48: np.ndarray) -> list[SpeechStarted]:
     """What the emulator's server VAD (threshold 0.5: -40 dBFS for 30 ms) makes of the uplink audio."""
     vad = ServerVad()
@@ -282,6 +289,7 @@ async def devices(takes: int, env: dict[str, str]) -> dict[str, Any]:
                     "erle_off_db": round(take_erle(off, skip_s=0), 1),
                     "speech_starts_off": len(speech_started(off.sent)),
                     "speech_starts_on": len(speech_started(on.sent)),
+                    "first_second_peak_dbfs": round(first_second_peak_dbfs(on), 1),
                     "metrics": on.metrics.__dict__ if on.metrics else None,
                     "underruns": on.underruns + dt.underruns,
                     "overflows": on.overflows + dt.overflows,

@@ -140,7 +140,7 @@ def convergence_s(echo: np.ndarray, out: np.ndarray, noise_floor: float, target_
     if not active.any():
         return float("nan")
     first = int(np.argmax(active))
-    ok = 10 * np.log10(ew / np.maximum(ow, 1.0)) >= target_db
+    ok = 10 * np.log10(np.maximum(ew, 1.0) / np.maximum(ow, 1.0)) >= target_db
     bad = np.flatnonzero(active & ~ok)
     last_bad = int(bad[-1]) + 1 if len(bad) else first
     return (last_bad - first) * 0.2

@@ -22,6 +22,11 @@ switches splice across the lag with a 2.5 ms crossfade (a 9 ms repeat when echo 
 skip when it no longer is). So the user's turn costs no latency; only speech over the assistant carries the
 lag (``bypass_idle=False`` turns this off).
 
+The very first reply on a device pair whose echo comes later than AEC3 reaches (~500 ms) and that has no
+persisted delay yet would be heard before the estimator has found it (~1-4 s of speech). For that case
+:func:`calibration_sound` is a quiet 0.6 s noise burst (-30 dBFS) to play once at start-up, when
+:attr:`Attachment.warm` is False: the estimator finds any delay up to 1.2 s from it within ~2 s.
+
 Use :func:`attach` (one call for a :class:`~bridge.media.devices.DeviceSource` and
 :class:`~bridge.media.devices.DeviceSink` pair); it returns None, after ONE warning line, when the engine's
 wheel is missing, and the caller carries on without echo cancellation.
@@ -72,7 +77,7 @@ class AecSettings:
     late read) if the device hands audio over too late for it; the delay estimator may move it either way."""
     target_ms: float = 30.0
     """When pre-aligning a long path, leave the engine this much of the delay."""
-    comfort_ms: tuple[float, float] = (6.0, 300.0)
+    comfort_ms: tuple[float, float] = (6.0, 400.0)
     """Residual delays (after pre-alignment) the engine handles well; outside them the reference is moved."""
     tail_ms: float = 500.0
     """How long after the last played sound echo may still arrive (room reverb and the engine's range)."""
@@ -237,6 +242,7 @@ class EchoCanceller:
         self._delay = delay
         if self._place(delay):
             self.far.reset_read()
+            self.engine.reset()  # its filters were adapted to the old alignment: start them afresh
             self.estimator.reset()
             self._prev = None
             self.realigns += 1
@@ -333,6 +339,17 @@ def save_delay(path: Path | None, key: str, delay_ms: float) -> None:
         log.warning("could not save the echo delay to %s: %s", path, exc)
 
 
+def calibration_sound(seconds: float = 0.6, level_dbfs: float = -30.0, seed: int = 16) -> np.ndarray:
+    """A quiet noise burst (48 kHz int16, 20 ms fades) from which the delay estimator finds the echo path."""
+    n = int(seconds * RATE)
+    x = np.random.default_rng(seed).normal(0.0, 1.0, n)
+    x *= 32768 * 10 ** (level_dbfs / 20) / max(float(np.sqrt(np.mean(x**2))), 1e-9)
+    fade = RATE // 50
+    x[:fade] *= np.linspace(0.0, 1.0, fade)
+    x[-fade:] *= np.linspace(1.0, 0.0, fade)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
 class Attachment:
     """An :class:`EchoCanceller` installed on a device pair; :meth:`detach` removes it and saves the delay."""
 
@@ -341,6 +358,8 @@ class Attachment:
         self.source = source
         self.sink = sink
         self.key = key
+        self.warm = canceller.delay_ms is not None
+        """A delay was persisted for this device pair: the reference is aligned from the first sample."""
         self._attached = True
 
     def metrics(self) -> AecMetrics:

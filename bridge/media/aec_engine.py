@@ -48,6 +48,10 @@ class EchoEngine(abc.ABC):
         echo arrives in ``near`` at the same time or later. Returns :attr:`chunk` int16 samples."""
 
     @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget the echo path (filters, delay estimate); the configuration stays."""
+
+    @abc.abstractmethod
     def fresh(self) -> EchoEngine:
         """A new instance with the same configuration (used to measure the lag without disturbing this one)."""
 
@@ -80,6 +84,9 @@ class Aec3Engine(EchoEngine):
     def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         out: np.ndarray = self._ec.process(near, far)
         return out
+
+    def reset(self) -> None:
+        self._ec.reset()
 
     def fresh(self) -> Aec3Engine:
         return Aec3Engine(self._module, self.rate)

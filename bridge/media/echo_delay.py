@@ -40,8 +40,9 @@ class DelayEstimator:
         history_s: float = 3.2,
         min_lag_s: float = -0.1,
         max_lag_s: float = 1.2,
-        min_active: float = 0.25,
+        min_active: float = 0.15,
         min_ratio: float = 1.6,
+        min_history_s: float = 1.6,
     ) -> None:
         self.rate = rate
         self.decimation = decimation
@@ -56,6 +57,7 @@ class DelayEstimator:
         self._min_active = min_active
         self._min_ratio = min_ratio
         self._size = 1 << int(np.ceil(np.log2(2 * self._n)))
+        self._min_fill = int(min_history_s * self.low_rate)
 
     def push(self, near: np.ndarray, far: np.ndarray) -> None:
         """Append time-aligned microphone and reference samples (a multiple of ``decimation`` long)."""
@@ -77,10 +79,10 @@ class DelayEstimator:
         self._filled = 0
 
     def estimate(self) -> Estimate | None:
-        if self._filled < self._n:
+        if self._filled < self._min_fill:
             return None
-        near = np.roll(self._near, -self._pos).astype(np.float64)
-        far = np.roll(self._far, -self._pos).astype(np.float64)
+        near = np.roll(self._near, -self._pos)[-self._filled :].astype(np.float64)
+        far = np.roll(self._far, -self._pos)[-self._filled :].astype(np.float64)
         block = int(self.low_rate / 100)  # 10 ms
         energy = (far[: len(far) // block * block].reshape(-1, block) ** 2).sum(axis=1)
         if energy.max() <= 0 or (energy > 1e-3 * energy.max()).mean() < self._min_active:
@@ -89,7 +91,7 @@ class DelayEstimator:
         g = x * np.conj(y)
         g /= np.abs(g) ** 0.8 + 1e-9
         c = np.fft.irfft(g, self._size)
-        lags = np.arange(self._min_lag, self._max_lag + 1)
+        lags = np.arange(self._min_lag, min(self._max_lag, self._filled - int(0.3 * self.low_rate)) + 1)
         values = c[lags % self._size]
         k = int(np.argmax(values))
         peak = float(values[k])

@@ -264,3 +264,21 @@ def test_attach_installs_one_filter_and_one_tap_and_detach_saves_the_delay(tmp_p
     att.detach()
     assert source.filters == () and sink.taps == ()
     assert abs((aec.load_delay(path, "mic -> spk") or 0) - 650) < 3
+
+
+def test_a_calibration_burst_finds_a_long_path_before_the_first_reply(far: np.ndarray) -> None:
+    """No persisted delay and a 950 ms path: a quiet noise burst at start-up, then the first reply 2.5 s
+    later is cancelled from its first word."""
+    room = sim.Room(delay_ms=950)
+    burst = aec.calibration_sound().astype(np.float64)
+    assert -31 < 20 * np.log10(np.sqrt(np.mean(burst**2)) / 32768) < -29
+    played = np.zeros(int(8.5 * RATE))
+    played[: len(burst)] = burst
+    start = int(2.5 * RATE)
+    played[start:] = far[: len(played) - start]
+    mic = room.echo(played) + room.noise(len(played))
+    c = make()
+    out = sim.simulate(c, played, mic)
+    assert c.metrics().delay_ms is not None and abs(c.metrics().delay_ms - 950) < 3  # type: ignore[operator]
+    reply = out[start:].astype(np.float64)
+    assert sim.speech_start_ms(reply) == float("inf")
