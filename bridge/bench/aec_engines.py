@@ -59,6 +59,10 @@ class LivekitApm(EchoEngine):
         self._apm.process_stream(frame)
         return np.frombuffer(frame.data, dtype=np.int16).copy()
 
+    def reset(self) -> None:
+        self._apm = self._rtc.AudioProcessingModule(echo_cancellation=True)
+        self._apm.set_stream_delay_ms(self._hint)
+
     def fresh(self) -> LivekitApm:
         return LivekitApm(self._hint)
 
@@ -77,6 +81,9 @@ class Speex(EchoEngine):
 
     def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         return np.frombuffer(self._ec.process(near.tobytes(), far.tobytes()), dtype=np.int16).copy()
+
+    def reset(self) -> None:
+        self._ec = self.fresh()._ec
 
     def fresh(self) -> Speex:
         return Speex(self._tail)
