@@ -192,12 +192,13 @@ async def play_through_room(
     raw = Recorder()
     sent: list[np.ndarray] = []
     source.add_filter(raw)
-    await sink.start(playout.pull)
-    await source.start()
-    attached = aec.attach(source, sink, settings or AecSettings(state_file=None)) if aec_on else None
-    source.capture_to(lambda pcm, captured: sent.append(pcm))
+    attached = None
     player = None
     try:
+        await sink.start(playout.pull)
+        await source.start()
+        attached = aec.attach(source, sink, settings or AecSettings(state_file=None)) if aec_on else None
+        source.capture_to(lambda pcm, captured: sent.append(pcm))
         await asyncio.sleep(0.3)  # the streams settle before the "assistant" speaks
         playout.push(far, "far")
         playout.end_item("far")

@@ -6,7 +6,8 @@ monitor (``spk.monitor``), a delay line makes the echo (the speaker's sound at `
 virtual microphone's sink (``micsink``). Both null sinks run on the daemon's one clock and ``pacat`` keeps
 ``--buffer-ms`` queued, so the path adds a constant ~buffer + 10-20 ms to the delay line, and a busy machine
 (a late Python loop) does not move it: PulseAudio, not this process, keeps time. (A duplex PortAudio stream
-underflowed continuously here under load.) Anything else played into ``micsink`` (a "user" talking:
+underflowed continuously here under load.) As root the room runs SCHED_FIFO so that a loaded machine glitches the
+bridge, not the room. Anything else played into ``micsink`` (a "user" talking:
 ``paplay -d micsink``) is mixed in by PulseAudio.
 
     eval "$(scripts/pulse-up.sh)"
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import select
 import signal
 import subprocess
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     refl = tuple(args.reflection) if args.reflection is not None else RoomSpec.reflections
     spec = RoomSpec(args.delay_ms, args.gain_db, refl)
     line = DelayLine(spec.taps())
+    try:  # physics does not glitch: keep the room (and parec/pacat, which inherit it) ahead of a busy machine
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except (OSError, AttributeError):  # not root, or not Linux: an ordinary process
+        pass
     fmt = ["--rate=48000", "--channels=1", "--format=s16le", "--raw"]
     rec = subprocess.Popen(["parec", "-d", args.source, *fmt, "--latency-msec=10"], stdout=subprocess.PIPE)
     play = subprocess.Popen(["pacat", "-d", args.sink, *fmt, f"--latency-msec={args.buffer_ms}"], stdin=subprocess.PIPE)

@@ -10,8 +10,8 @@ Both sides map sample counts to time through an :class:`OffsetTracker` (each dev
 ``time.monotonic``): callback jitter does not move the alignment, clock drift between two sound cards is
 followed slowly, and a step (an underrun, a restart: the device plays later than the samples count) is
 taken at once. The read position is nudged one sample per 10 ms while it is more than ``nudge_ms`` from
-where the timestamps put it (drift), and jumps when it is more than ``jump_ms`` away (a step): the engine
-re-converges faster after one clean jump than while its reference slides for seconds.
+where the timestamps put it (drift), and jumps when the timeline stepped or it is more than ``jump_ms`` away:
+the engine re-converges faster after one clean jump than while its reference slides for seconds.
 
 One short lock guards the ring (copies of a few hundred samples); nothing waits.
 """
@@ -90,6 +90,7 @@ class FarEnd:
         self._last_write = -math.inf
         self._lock = threading.Lock()
         self._rp: int | None = None  # capture thread only
+        self._stepped = False
 
         self.jumps = 0
         """Times the read position jumped instead of being nudged."""
@@ -109,7 +110,10 @@ class FarEnd:
             return
         with self._lock:
             start = self._written
+            steps = self._offset.steps
             self._offset.update(at - start / self.rate)
+            if self._offset.steps != steps:
+                self._stepped = True  # the next read follows the step at once, however small
             if n >= self._cap:
                 pcm, start = pcm[-self._cap :], start + n - self._cap
             i = start % self._cap
@@ -130,7 +134,8 @@ class FarEnd:
                 return np.zeros(n, dtype=np.int16)
             want = round((t - shift - offset) * self.rate)
             rp = self._rp
-            if rp is None or abs(want - rp) > self._jump:
+            if rp is None or self._stepped or abs(want - rp) > self._jump:
+                self._stepped = False
                 if rp is not None:
                     self.jumps += 1
                 rp = want
