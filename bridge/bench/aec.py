@@ -281,9 +281,14 @@ async def devices(takes: int, env: dict[str, str]) -> dict[str, Any]:
         wav = Path(tmp) / "talker.wav"
         _write_wav(wav, talker)
         for _ in range(takes):
-            off = await play_through_room(far[: 5 * RATE], aec_on=False, env=env)
-            on = await play_through_room(far, env=env)
-            dt = await play_through_room(far, talker=wav, talker_after_s=5.0, env=env)
+            # a fresh room for each play: PulseAudio raises a client's latency after it underruns (a busy
+            # machine), which would carry a longer echo path from one play into the next
+            with running(RoomSpec(), env):
+                off = await play_through_room(far[: 5 * RATE], aec_on=False, env=env)
+            with running(RoomSpec(), env):
+                on = await play_through_room(far, env=env)
+            with running(RoomSpec(), env):
+                dt = await play_through_room(far, talker=wav, talker_after_s=5.0, env=env)
             rows.append(
                 {
                     "erle_db": round(take_erle(on), 1),
@@ -326,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.media.portaudio import rescan
 
         rescan()
-        with running(RoomSpec(), env):
-            result = asyncio.run(devices(args.takes, env))
+        result = asyncio.run(devices(args.takes, env))
     print(json.dumps(result, indent=1, default=str))
     return 0
 

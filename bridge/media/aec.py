@@ -240,6 +240,9 @@ class EchoCanceller:
         if prev is None or abs(prev - delay) > 0.002:
             return  # two agreeing estimates in a row
         self._delay = delay
+        erle = self._snapshot_erle
+        if erle is not None and erle >= 20.0:
+            return  # the engine cancels well where it is: a correlation peak elsewhere is not worth a re-alignment
         if self._place(delay):
             self.far.reset_read()
             self.engine.reset()  # its filters were adapted to the old alignment: start them afresh
