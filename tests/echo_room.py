@@ -1,8 +1,8 @@
 """pytest fixture: an echo room on the private PulseAudio daemon (bridge/bench/echo_room.py).
 
 While a test holds ``echo_room``, what the virtual speaker ``spk`` plays comes back into the virtual
-microphone (``micsink`` -> ``mic``): -9 dB after 30 ms, with reflections at +7 ms / -16 dB and +23 ms / -22 dB,
-plus the room's own ~50 ms of buffering (constant). Use it with the ``pulse`` fixture::
+microphone (``micsink`` -> ``mic``) through PulseAudio's module-loopback: -9 dB after ~30 ms, with reflections
+at +7 ms / -16 dB and +23 ms / -22 dB. Use it with the ``pulse`` fixture::
 
     from tests.echo_room import echo_room  # noqa: F401
     from tests.pulse import pulse  # noqa: F401
@@ -23,9 +23,9 @@ import pytest
 from bridge.bench.echo_room import RoomSpec, running
 
 try:
-    from tests.pulse import REPO, Pulse
+    from tests.pulse import Pulse
 except ModuleNotFoundError:  # plain `pytest` puts tests/ (the conftest's dir), not the repo, on sys.path
-    from pulse import REPO, Pulse  # type: ignore[no-redef]
+    from pulse import Pulse  # type: ignore[no-redef]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,5 @@ class EchoRoom:
 @pytest.fixture
 def echo_room(pulse: Pulse, request: pytest.FixtureRequest) -> Iterator[EchoRoom]:
     spec = getattr(request, "param", None) or RoomSpec()
-    env = pulse.env(PYTHONPATH=str(REPO))
-    with running(spec, env):
+    with running(spec, pulse.env()):
         yield EchoRoom(spec, pulse)

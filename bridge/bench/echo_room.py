@@ -1,38 +1,33 @@
 """An echo room on the PulseAudio virtual devices: what the speaker plays comes back into the microphone.
 
-Runs as its own process on the private daemon (scripts/pulse-up.sh): ``parec`` records the virtual speaker's
-monitor (``spk.monitor``), a delay line makes the echo (the speaker's sound at ``--gain-db`` after
-``--delay-ms``, plus each ``--reflection EXTRA_MS:GAIN_DB`` after that), and ``pacat`` plays it into the
-virtual microphone's sink (``micsink``). Both null sinks run on the daemon's one clock and ``pacat`` keeps
-``--buffer-ms`` queued, so the path adds a constant ~buffer + 10-20 ms to the delay line, and a busy machine
-(a late Python loop) does not move it: PulseAudio, not this process, keeps time. (A duplex PortAudio stream
-underflowed continuously here under load.) As root the room runs SCHED_FIFO so that a loaded machine glitches the
-bridge, not the room. Anything else played into ``micsink`` (a "user" talking:
-``paplay -d micsink``) is mixed in by PulseAudio.
+PulseAudio's own ``module-loopback`` copies the virtual speaker's monitor (``spk.monitor``) into the virtual
+microphone's sink (``micsink``): one loopback for the direct echo (``delay_ms``, ``gain_db``) and one per
+reflection (``delay_ms + extra``, its own gain), mixed by the daemon. Inside the daemon the path keeps time
+whatever the machine does: measured under a load average of 6 on 2 cores, the echo stayed 22.8-23.4 ms behind
+PortAudio's play-out timestamps over 12 s (requested 30 ms), where an echo process of our own (``parec`` ->
+delay line -> ``pacat``) jumped by +25 and +125 ms as PulseAudio raised its stream's latency after underruns
+(docs/benchmarks.md, "Echo cancellation"). A loopback's latency is held by adaptive resampling, so it moves
+by a fraction of a ms over tens of seconds: a real room is not perfectly still either. Anything else played
+into ``micsink`` (a "user" talking: ``paplay -d micsink``) is mixed in.
 
     eval "$(scripts/pulse-up.sh)"
     python -m bridge.bench.echo_room --delay-ms 30 --gain-db -9 --reflection 7:-16 --reflection 23:-22
 
-It prints ``ready`` once the stream runs and stops on SIGTERM / SIGINT. The pytest fixture is tests/echo_room.py;
-:func:`room_command` builds the command line for benchmarks.
+It prints ``ready`` once the loopbacks run and unloads them on SIGTERM / SIGINT. The pytest fixture is
+tests/echo_room.py; benchmarks use :func:`running`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-
-import numpy as np
-
-RATE = 48_000
-BLOCK = 240  # 5 ms
 
 
 @dataclass(frozen=True)
@@ -41,59 +36,53 @@ class RoomSpec:
     gain_db: float = -9.0
     reflections: tuple[tuple[float, float], ...] = ((7.0, -16.0), (23.0, -22.0))
 
-    def taps(self) -> list[tuple[int, float]]:
-        first = [(self.delay_ms, self.gain_db)]
-        rest = [(self.delay_ms + extra, g) for extra, g in self.reflections]
-        return [(round(d * RATE / 1000), 10 ** (g / 20)) for d, g in first + rest]
+    def paths(self) -> list[tuple[float, float]]:
+        """(latency ms, gain dB) of every loopback: the direct echo first."""
+        return [(self.delay_ms, self.gain_db)] + [(self.delay_ms + extra, g) for extra, g in self.reflections]
 
 
-def room_command(spec: RoomSpec) -> list[str]:
-    cmd = [sys.executable, "-m", "bridge.bench.echo_room", f"--delay-ms={spec.delay_ms}", f"--gain-db={spec.gain_db}"]
-    for extra, g in spec.reflections:
-        cmd += ["--reflection", f"{extra}:{g}"]
-    return cmd
+def _pactl(env: dict[str, str] | None, *args: str) -> str:
+    return subprocess.run(["pactl", *args], env=env, check=True, capture_output=True, text=True, timeout=10).stdout
 
 
 @contextlib.contextmanager
 def running(
-    spec: RoomSpec, env: dict[str, str] | None = None, timeout: float = 10.0
-) -> Iterator[subprocess.Popen[str]]:
-    """Run the echo room as a subprocess until the block ends (waits for its ``ready``; raises if it dies)."""
-    proc = subprocess.Popen(room_command(spec), env=env, stdout=subprocess.PIPE, text=True)
+    spec: RoomSpec, env: dict[str, str] | None = None, source: str = "spk.monitor", sink: str = "micsink"
+) -> Iterator[list[str]]:
+    """Load the room's loopbacks for the duration of the block (yields their module indices)."""
+    modules: list[str] = []
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else ""
-        if line.strip() != "ready":
-            raise RuntimeError(f"echo room did not start (exit {proc.poll()}, said {line.strip()!r})")
-        yield proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"echo room ended early (exit {proc.returncode})")
+        for latency, _gain in spec.paths():
+            args = [f"source={source}", f"sink={sink}", f"latency_msec={latency:g}", "remix=false"]
+            args += ["source_dont_move=true", "sink_dont_move=true"]
+            modules.append(_pactl(env, "load-module", "module-loopback", *args).strip())
+        deadline = time.monotonic() + 5
+        while True:  # each loopback's sink input appears on micsink: set its gain
+            inputs = _inputs_by_module(env)
+            if all(m in inputs for m in modules):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the echo room's loopbacks did not start")
+            time.sleep(0.05)
+        for module, (_latency, gain) in zip(modules, spec.paths(), strict=True):
+            _pactl(env, "set-sink-input-volume", inputs[module], f"{gain:g}dB")
+        yield modules
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for module in modules:
+            subprocess.run(["pactl", "unload-module", module], env=env, capture_output=True, timeout=10)
 
 
-class DelayLine:
-    """y[n] = sum g * x[n - d] over the taps, block by block (PortAudio thread: slicing and adds only)."""
-
-    def __init__(self, taps: Sequence[tuple[int, float]], max_block: int = 8192) -> None:
-        self.taps = list(taps)
-        self.buf = np.zeros(max(d for d, _ in self.taps) + max_block, dtype=np.float32)
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        self.buf[:-n] = self.buf[n:]
-        self.buf[-n:] = x
-        end = len(self.buf)
-        y = np.zeros(n, dtype=np.float32)
-        for d, g in self.taps:
-            y += g * self.buf[end - n - d : end - d]
-        return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+def _inputs_by_module(env: dict[str, str] | None) -> dict[str, str]:
+    """Owner module -> sink input index (``pactl list sink-inputs``: "Sink Input #N" ... "Owner Module: M")."""
+    found: dict[str, str] = {}
+    current = ""
+    for line in _pactl(env, "list", "sink-inputs").splitlines():
+        line = line.strip()
+        if line.startswith("Sink Input #"):
+            current = line.removeprefix("Sink Input #")
+        elif line.startswith("Owner Module:") and current:
+            found[line.split(":", 1)[1].strip()] = current
+    return found
 
 
 def parse_reflection(text: str) -> tuple[float, float]:
@@ -109,45 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=RoomSpec.delay_ms)
     parser.add_argument("--gain-db", type=float, default=RoomSpec.gain_db)
     parser.add_argument("--reflection", type=parse_reflection, action="append", default=None)
-    parser.add_argument("--source", default="spk.monitor")
-    parser.add_argument("--sink", default="micsink")
-    parser.add_argument("--buffer-ms", type=int, default=40, help="pacat's buffer: the room's own delay, stable")
     args = parser.parse_args(argv)
     refl = tuple(args.reflection) if args.reflection is not None else RoomSpec.reflections
-    spec = RoomSpec(args.delay_ms, args.gain_db, refl)
-    line = DelayLine(spec.taps())
-    try:  # physics does not glitch: keep the room (and parec/pacat, which inherit it) ahead of a busy machine
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-    except (OSError, AttributeError):  # not root, or not Linux: an ordinary process
-        pass
-    fmt = ["--rate=48000", "--channels=1", "--format=s16le", "--raw"]
-    rec = subprocess.Popen(["parec", "-d", args.source, *fmt, "--latency-msec=10"], stdout=subprocess.PIPE)
-    play = subprocess.Popen(["pacat", "-d", args.sink, *fmt, f"--latency-msec={args.buffer_ms}"], stdin=subprocess.PIPE)
-
-    def stop(*_: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    assert rec.stdout is not None and play.stdin is not None
-    print("ready", flush=True)
-    try:
-        while True:
-            data = rec.stdout.read(2 * BLOCK)
-            if len(data) < 2 * BLOCK:
-                return 1  # parec ended: the daemon is gone
-            play.stdin.write(line.process(np.frombuffer(data, dtype="<i2")).tobytes())
-            play.stdin.flush()
-    except BrokenPipeError:
-        return 1
-    finally:
-        for proc in (rec, play):
-            proc.terminate()
-        for proc in (rec, play):
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with running(RoomSpec(args.delay_ms, args.gain_db, refl)):
+        print("ready", flush=True)
+        stop.wait()
+    return 0
 
 
 if __name__ == "__main__":

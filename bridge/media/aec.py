@@ -8,11 +8,12 @@ One class, :class:`EchoCanceller`, sits in both audio threads of a sound-card pa
   thread, before the uplink encodes and sends it, and returns the frame with the echo removed.
 
 In between: :class:`~bridge.media.farend.FarEnd` pairs each 10 ms of microphone audio with what was played
-at the same moment (by PortAudio's timestamps) ``lead_ms`` ahead, so the echo reaches the engine a little
-after its reference (AEC3 cancels nothing when the echo comes at the same instant or before: docs/
-benchmarks.md); the engine (:mod:`bridge.media.aec_engine`, WebRTC AEC3) finds the rest of the delay
-itself within ~0-500 ms; and :class:`~bridge.media.echo_delay.DelayEstimator` measures the whole delay over
--0.1..1.2 s so that a longer path (Bluetooth, USB, PipeWire) is pre-aligned into AEC3's range. The measured
+at the same moment by PortAudio's timestamps, so the echo reaches the engine the acoustic delay (plus the
+timestamps' error) after its reference. The engine (:mod:`bridge.media.aec_engine`, WebRTC AEC3) finds that
+rest itself within ~0-500 ms; it cancels nothing when the echo comes before its reference (docs/
+benchmarks.md). :class:`~bridge.media.echo_delay.DelayEstimator` measures the whole delay over -0.1..1.2 s
+and moves the pairing when the rest leaves ``comfort_ms``: a longer path (Bluetooth, USB, PipeWire) is
+pre-aligned into AEC3's range, timestamps that put the echo early are paired further ahead. The measured
 delay is what :func:`attach` persists per device pair for a warm start: the first reply of the next run is
 aligned from its first sample.
 
@@ -71,10 +72,13 @@ def default_state_file() -> Path:
 @dataclass(frozen=True)
 class AecSettings:
     engine: EngineName = "aec3"
-    lead_ms: float = 10.0
-    """Pair the microphone with what is played this much later (by the timestamps): the echo then reaches the
-    engine at least this long after its reference, however the timestamps err. Shrinks by itself (1 ms per
-    late read) if the device hands audio over too late for it; the delay estimator may move it either way."""
+    lead_ms: float = 0.0
+    """Pair the microphone with what is played this much later (by the timestamps). 0: the engine sees the
+    acoustic delay plus the timestamps' error. A lead guards against timestamps that put the echo before its
+    reference, but needs the speaker's callback that much further ahead of the microphone's: on a busy
+    machine (PulseAudio devices, load average 5-8) a 10 ms lead found the speaker's block not yet written 15-60
+    times per 12 s and fed the engine zeros. The delay estimator moves the pairing either way when the rest
+    leaves ``comfort_ms``; late reads (the callback on time but the audio not there) shrink the lead by 1 ms."""
     target_ms: float = 30.0
     """When pre-aligning a long path, leave the engine this much of the delay."""
     comfort_ms: tuple[float, float] = (6.0, 400.0)

@@ -315,6 +315,7 @@ class DeviceSink(AudioSink):
         self._resampler: LinearResampler | None = None
         self._leftover = np.zeros(0, dtype=np.int16)
         self._taps: tuple[PlaybackTap, ...] = tuple(taps)
+        self._pa_offset: float | None = None
         self._stream: Any = None
         self._closed = False
 
@@ -372,9 +373,9 @@ class DeviceSink(AudioSink):
         taps = self._taps
         at = 0.0
         if taps:  # when the first sample of this block sounds, on time.monotonic
+            now = time.monotonic()
             dac = time_info.outputBufferDacTime if time_info is not None else 0.0
-            ahead = dac - time_info.currentTime if dac > 0 else self.output_latency
-            at = time.monotonic() + ahead
+            at = dac + self._stream_to_monotonic(now, time_info.currentTime) if dac > 0 else now + self.output_latency
         played: list[tuple[np.ndarray, float]] = []
         try:
             data = self._render(frames, at, played if taps else None)
@@ -390,6 +391,17 @@ class DeviceSink(AudioSink):
                     tap.played(pcm, t)
                 except Exception as exc:  # a failing tap must not silence the speaker: counted, first logged
                     self.faults.record(exc)
+
+    def _stream_to_monotonic(self, now: float, current: float) -> float:
+        """``time.monotonic() - PortAudio's stream time``, the least seen (the thread can be preempted between
+        PortAudio reading its clock and ours, never the other way), relaxing slowly (clock adjustments)."""
+        d = now - current
+        off = self._pa_offset
+        if off is None or d < off or d - off > 0.5:
+            self._pa_offset = d
+        else:
+            self._pa_offset = off + 1e-4 * (d - off)
+        return self._pa_offset
 
     def _render(self, frames: int, at: float, played: list[tuple[np.ndarray, float]] | None) -> np.ndarray:
         """``frames`` device samples; what was pulled (48 kHz) goes to ``played`` with the time it sounds."""

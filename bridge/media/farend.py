@@ -29,10 +29,11 @@ RATE = 48_000
 
 
 class OffsetTracker:
-    """A smoothed clock offset: values within ``band_s`` of it move it by ``alpha``; a value farther away is
-    an outlier (a late callback) unless ``persist`` of them come in a row or it is more than ``snap_s`` away:
-    then the offset steps to it (counted in :attr:`steps`). With ``persist=0`` it never steps; outliers then
-    pull it by ``slew * alpha * band_s`` each (a slow follow of drift, not of steps)."""
+    """A smoothed clock offset. Values within ``band_s`` of it move it by ``alpha``. A value farther away is an
+    outlier (a late callback) unless ``persist`` of them in a row agree with each other within ``band_s`` (a
+    new level: an underrun, a restart) or it is more than ``snap_s`` away: then the offset steps to them
+    (counted in :attr:`steps`). With ``persist=0`` it never steps; outliers then pull it by
+    ``slew * alpha * band_s`` each (a slow follow of drift, not of steps)."""
 
     def __init__(
         self, alpha: float, band_s: float = 0.003, snap_s: float = 0.03, persist: int = 20, slew: float = 0.0
@@ -44,7 +45,7 @@ class OffsetTracker:
         self.slew = slew
         self.value: float | None = None
         self.steps = 0
-        self._outliers = 0
+        self._candidate: list[float] = []
 
     def update(self, offset: float) -> float:
         if self.value is None:
@@ -53,13 +54,15 @@ class OffsetTracker:
         dev = offset - self.value
         if abs(dev) <= self.band:
             self.value += self.alpha * dev
-            self._outliers = 0
+            self._candidate.clear()
         elif self.persist:
-            self._outliers += 1
-            if abs(dev) > self.snap or self._outliers >= self.persist:
-                self.value = offset
+            if self._candidate and abs(offset - self._candidate[0]) > self.band:
+                self._candidate.clear()  # not the same new level: start again from this one
+            self._candidate.append(offset)
+            if abs(dev) > self.snap or len(self._candidate) >= self.persist:
+                self.value = sum(self._candidate) / len(self._candidate)
                 self.steps += 1
-                self._outliers = 0
+                self._candidate.clear()
         else:
             self.value += self.slew * self.alpha * (self.band if dev > 0 else -self.band)
         return self.value
@@ -82,7 +85,7 @@ class FarEnd:
         self._cap = int(seconds * rate)
         self._ring = np.zeros(self._cap, dtype=np.int16)
         self._written = 0
-        self._offset = OffsetTracker(smoothing, persist=4)  # 5 ms blocks: a step is taken after 20 ms
+        self._offset = OffsetTracker(smoothing, persist=6)  # 5 ms blocks: a new level is taken after 30 ms
         """Play-out time of sample 0: sample ``i`` sounds at ``offset + i / rate``."""
         self._nudge = round(nudge_ms * rate / 1000)
         self._jump = round(jump_ms * rate / 1000)
