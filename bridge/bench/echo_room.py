@@ -2,13 +2,13 @@
 
 PulseAudio's own ``module-loopback`` copies the virtual speaker's monitor (``spk.monitor``) into the virtual
 microphone's sink (``micsink``): one loopback for the direct echo (``delay_ms``, ``gain_db``) and one per
-reflection (``delay_ms + extra``, its own gain), mixed by the daemon. Inside the daemon the path keeps time
-whatever the machine does: measured under a load average of 6 on 2 cores, the echo stayed 22.8-23.4 ms behind
-PortAudio's play-out timestamps over 12 s (requested 30 ms), where an echo process of our own (``parec`` ->
-delay line -> ``pacat``) jumped by +25 and +125 ms as PulseAudio raised its stream's latency after underruns
-(docs/benchmarks.md, "Echo cancellation"). A loopback's latency is held by adaptive resampling, so it moves
-by a fraction of a ms over tens of seconds: a real room is not perfectly still either. Anything else played
-into ``micsink`` (a "user" talking: ``paplay -d micsink``) is mixed in.
+reflection (``delay_ms + extra``, its own gain), mixed by the daemon. Both null sinks run on the daemon's one
+clock, so the loopbacks' rate adjustment is off (``adjust_time=0``): no resampling, the path stays put. Inside
+the daemon the path keeps time whatever the machine does: under a load average of 6 on 2 cores the echo
+stayed 22.8-23.4 ms behind PortAudio's play-out timestamps over 12 s (requested 30 ms; that run still had the
+rate adjustment on), where an echo process of our own (``parec`` -> delay line -> ``pacat``) jumped by +25
+and +125 ms as PulseAudio raised ``pacat``'s latency after underruns (docs/benchmarks.md, "Echo
+cancellation"). Anything else played into ``micsink`` (a "user" talking: ``paplay -d micsink``) is mixed in.
 
     eval "$(scripts/pulse-up.sh)"
     python -m bridge.bench.echo_room --delay-ms 30 --gain-db -9 --reflection 7:-16 --reflection 23:-22
@@ -54,7 +54,7 @@ def running(
     try:
         for latency, _gain in spec.paths():
             args = [f"source={source}", f"sink={sink}", f"latency_msec={latency:g}", "remix=false"]
-            args += ["source_dont_move=true", "sink_dont_move=true"]
+            args += ["source_dont_move=true", "sink_dont_move=true", "adjust_time=0"]  # same clock: no resampling
             modules.append(_pactl(env, "load-module", "module-loopback", *args).strip())
         deadline = time.monotonic() + 5
         while True:  # each loopback's sink input appears on micsink: set its gain
