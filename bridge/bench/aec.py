@@ -187,18 +187,17 @@ async def play_through_room(
 ) -> Take:
     """Play ``far`` on the default output while the echo room runs; optionally ``paplay`` a talker into
     ``micsink`` ``talker_after_s`` into it. Returns the microphone before and after the canceller."""
-    source, sink = DeviceSource(None), DeviceSink(None)
-    playout = PlayoutBuffer()
     raw = Recorder()
     sent: list[np.ndarray] = []
-    source.add_filter(raw)
+    source, sink = DeviceSource(None, filters=[raw]), DeviceSink(None)
+    source.capture_to(lambda pcm, captured: sent.append(pcm))  # before start: the same frames as ``raw``
+    playout = PlayoutBuffer()
     attached = None
     player = None
     try:
         await sink.start(playout.pull)
         await source.start()
         attached = aec.attach(source, sink, settings or AecSettings(state_file=None)) if aec_on else None
-        source.capture_to(lambda pcm, captured: sent.append(pcm))
         await asyncio.sleep(0.3)  # the streams settle before the "assistant" speaks
         playout.push(far, "far")
         playout.end_item("far")
@@ -220,6 +219,7 @@ async def play_through_room(
             attached.detach()
         await source.aclose()
         await sink.aclose()
+    assert len(raw.frames) == len(sent), "the recorder and the consumer saw different frames"
     return Take(np.concatenate(raw.frames), np.concatenate(sent), metrics, sink.underruns, source.input_overflows)
 
 
@@ -233,11 +233,26 @@ def echo_frames(raw: np.ndarray, skip_s: float) -> np.ndarray:
 
 
 def take_erle(take: Take, skip_s: float = 2.0) -> float:
+    """ERLE over every 10 ms frame of echo from ``skip_s`` after the first echo (energy ratio of the sums)."""
     sel = echo_frames(take.raw, skip_s)
     e_raw, e_sent = sim.frame_energy(take.raw), sim.frame_energy(take.sent)
     k = min(len(e_raw), len(e_sent))
     sel = sel[:k]
     return float(10 * np.log10(e_raw[:k][sel].sum() / max(e_sent[:k][sel].sum(), 1.0)))
+
+
+def windowed_erle(take: Take, skip_s: float = 2.0, window_s: float = 0.5) -> list[float]:
+    """ERLE of each ``window_s`` stretch with at least 100 ms of echo (from ``skip_s`` after the first echo)."""
+    sel = echo_frames(take.raw, skip_s)
+    e_raw, e_sent = sim.frame_energy(take.raw), sim.frame_energy(take.sent)
+    k = min(len(e_raw), len(e_sent))
+    w = int(window_s * 100)
+    out = []
+    for i in range(0, k - w + 1, w):
+        m = sel[i : i + w]
+        if m.sum() >= 10:
+            out.append(float(10 * np.log10(e_raw[i : i + w][m].sum() / max(e_sent[i : i + w][m].sum(), 1.0))))
+    return out
 
 
 def first_second_peak_dbfs(take: Take) -> float:
@@ -262,14 +277,16 @@ def locate(talker: np.ndarray, raw: np.ndarray, after_s: float) -> int:
 
 
 def double_talk_numbers(take: Take, talker: np.ndarray, after_s: float) -> dict[str, float]:
+    """The talker in the uplink. The canceller may be in the path (its output lags ~9 ms) or idle (undelayed:
+    a pause in the reply longer than its tail), so each 100 ms window is measured at whichever fits."""
     at = locate(talker.astype(np.float64), take.raw.astype(np.float64), after_s)
     lag = round(take.metrics.lag_ms * RATE / 1000) if take.metrics is not None else 0
-    got = take.sent[at + lag : at + lag + len(talker)].astype(np.float64)
+    got = take.sent[at : at + lag + len(talker)].astype(np.float64)
     clean = talker.astype(np.float64)
     return {
         "talker_at_s": at / RATE,
-        "near_kept_db": sim.near_kept_db(clean[: len(got)], got),
-        "speech_start_later_ms": sim.speech_start_ms(got) - sim.speech_start_ms(clean),
+        "near_kept_db": sim.near_kept_db(clean, got, lags=(0, lag)),
+        "speech_start_later_ms": sim.speech_start_ms(got[: len(clean)]) - sim.speech_start_ms(clean),
     }
 
 
@@ -292,6 +309,8 @@ async def devices(takes: int, env: dict[str, str]) -> dict[str, Any]:
             rows.append(
                 {
                     "erle_db": round(take_erle(on), 1),
+                    "erle_median_0_5s_db": round(float(np.median(windowed_erle(on))), 1),
+                    "erle_worst_0_5s_db": round(min(windowed_erle(on)), 1),
                     "erle_off_db": round(take_erle(off, skip_s=0), 1),
                     "speech_starts_off": len(speech_started(off.sent)),
                     "speech_starts_on": len(speech_started(on.sent)),

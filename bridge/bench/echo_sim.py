@@ -146,17 +146,23 @@ def convergence_s(echo: np.ndarray, out: np.ndarray, noise_floor: float, target_
     return (last_bad - first) * 0.2
 
 
-def near_kept_db(near: np.ndarray, out: np.ndarray, window_ms: float = 100.0) -> float:
-    """Median over windows where ``near`` is active of the least-squares gain of ``near`` in ``out``, in dB."""
+def near_kept_db(near: np.ndarray, out: np.ndarray, window_ms: float = 100.0, lags: tuple[int, ...] = (0,)) -> float:
+    """Median over windows where ``near`` is active of the least-squares gain of ``near`` in ``out``, in dB.
+    With several ``lags`` (samples ``out`` may lag ``near`` by: a canceller in or out of the path), each window
+    takes the best."""
     n = int(RATE * window_ms / 1000)
-    k = min(len(near), len(out)) // n
+    k = (min(len(near), len(out) - max(lags))) // n
     a = near[: k * n].astype(np.float64).reshape(k, n)
-    b = out[: k * n].astype(np.float64).reshape(k, n)
     ea = (a**2).sum(axis=1)
     active = ea > 0.1 * ea.max()
     if not active.any():
         return float("nan")
-    gains = (a[active] * b[active]).sum(axis=1) / ea[active]
+    gains = (
+        np.max([(a * out[lag : lag + k * n].astype(np.float64).reshape(k, n)).sum(axis=1) for lag in lags], axis=0)[
+            active
+        ]
+        / ea[active]
+    )
     return float(20 * np.log10(max(float(np.median(gains)), 1e-6)))
 
 

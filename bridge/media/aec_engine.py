@@ -92,6 +92,17 @@ class Aec3Engine(EchoEngine):
         return Aec3Engine(self._module, self.rate)
 
 
+def describe_engine(name: EngineName = "aec3") -> str | None:
+    """What ``bridge devices`` / ``-v`` can print without building anything: ``"aec3 (pywebrtc-audio 0.2.0)"``,
+    or None when the wheel is not installed."""
+    from importlib import metadata
+
+    try:
+        return f"{name} (pywebrtc-audio {metadata.version('pywebrtc-audio')})"
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def load_engine(name: EngineName = "aec3") -> EchoEngine | None:
     """The engine, or None (and the reason at debug level) when its wheel is not installed."""
     if name != "aec3":

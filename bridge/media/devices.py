@@ -58,6 +58,7 @@ from bridge.media.portaudio import (
     sounddevice_module,
 )
 from bridge.media.resample import LinearResampler, to_mono
+from bridge.media.timeline import PlayoutTimeline
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ class DeviceSink(AudioSink):
         self._resampler: LinearResampler | None = None
         self._leftover = np.zeros(0, dtype=np.int16)
         self._taps: tuple[PlaybackTap, ...] = tuple(taps)
-        self._pa_offset: float | None = None
+        self._timeline = PlayoutTimeline(self.rate)
         self._stream: Any = None
         self._closed = False
 
@@ -336,6 +337,7 @@ class DeviceSink(AudioSink):
         sd = sounddevice_module()
         index = resolve_device(self.device, "output")
         self.rate, self.channels = choose_format(sd, index, "output")
+        self._timeline = PlayoutTimeline(self.rate)
         self.name = device_name(sd, index, "output")
         if self.rate != RATE:
             self._resampler = LinearResampler(RATE, self.rate)
@@ -375,7 +377,11 @@ class DeviceSink(AudioSink):
         if taps:  # when the first sample of this block sounds, on time.monotonic
             now = time.monotonic()
             dac = time_info.outputBufferDacTime if time_info is not None else 0.0
-            at = dac + self._stream_to_monotonic(now, time_info.currentTime) if dac > 0 else now + self.output_latency
+            if dac > 0:
+                underflow = bool(status) and bool(status.output_underflow)
+                at = self._timeline.at(frames, now, dac, time_info.currentTime, underflow)
+            else:
+                at = now + self.output_latency
         played: list[tuple[np.ndarray, float]] = []
         try:
             data = self._render(frames, at, played if taps else None)
@@ -391,17 +397,6 @@ class DeviceSink(AudioSink):
                     tap.played(pcm, t)
                 except Exception as exc:  # a failing tap must not silence the speaker: counted, first logged
                     self.faults.record(exc)
-
-    def _stream_to_monotonic(self, now: float, current: float) -> float:
-        """``time.monotonic() - PortAudio's stream time``, the least seen (the thread can be preempted between
-        PortAudio reading its clock and ours, never the other way), relaxing slowly (clock adjustments)."""
-        d = now - current
-        off = self._pa_offset
-        if off is None or d < off or d - off > 0.5:
-            self._pa_offset = d
-        else:
-            self._pa_offset = off + 1e-4 * (d - off)
-        return self._pa_offset
 
     def _render(self, frames: int, at: float, played: list[tuple[np.ndarray, float]] | None) -> np.ndarray:
         """``frames`` device samples; what was pulled (48 kHz) goes to ``played`` with the time it sounds."""

@@ -19,6 +19,7 @@ import pytest
 from bridge.bench import echo_sim as sim
 from bridge.media import aec
 from bridge.media.aec import AecSettings, EchoCanceller
+from bridge.media.aec_engine import describe_engine
 from bridge.media.devices import DeviceSink, DeviceSource
 from bridge.media.echo_delay import DelayEstimator
 
@@ -113,6 +114,7 @@ def test_a_missing_engine_is_one_warning_and_no_canceller(
         assert aec.create() is None
         assert aec.attach(source, sink, AecSettings(state_file=None)) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert describe_engine() is not None and describe_engine().startswith("aec3 (pywebrtc-audio ")  # type: ignore[union-attr]
     assert len(warnings) == 1 and "pip install pywebrtc-audio" in warnings[0].getMessage()
     assert source.filters == () and sink.taps == ()
 
@@ -282,3 +284,27 @@ def test_a_calibration_burst_finds_a_long_path_before_the_first_reply(far: np.nd
     assert c.metrics().delay_ms is not None and abs(c.metrics().delay_ms - 950) < 3  # type: ignore[operator]
     reply = out[start:].astype(np.float64)
     assert sim.speech_start_ms(reply) == float("inf")
+
+
+def test_the_playout_timeline_smooths_jitter_and_wobble_and_steps_only_on_underruns() -> None:
+    from bridge.media.timeline import PlayoutTimeline
+
+    rng = np.random.default_rng(5)
+    tl = PlayoutTimeline(48_000)
+    block, stream0, mono0 = 240, 1000.0, 50.0  # stream clock and monotonic differ by a constant
+    true_at = []
+    got = []
+    gap = 0.0
+    for k in range(2000):  # 10 s of 5 ms blocks
+        if k == 1200:
+            gap = 0.030  # an underrun: 30 ms of silence the device inserted
+        play = k * block / 48_000 + 0.015 + gap
+        wobble = 0.004 if 600 <= k < 640 else 0.0  # the delay report wobbles by 4 ms for 200 ms: not a step
+        current = stream0 + k * block / 48_000 + rng.uniform(0, 0.002)  # the callback runs a little late
+        now = mono0 + (current - stream0) + rng.uniform(0, 0.003)  # preempted before reading our clock
+        dac = stream0 + play + wobble
+        got.append(tl.at(block, now, dac, current, underflow=k == 1200))
+        true_at.append(mono0 + play)
+    err = np.abs(np.array(got) - np.array(true_at))
+    assert err[100:1200].max() < 0.001  # the wobble moved it by under 1 ms
+    assert err[1201:].max() < 0.001 and tl.steps == 1
