@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ CHUNK = RATE // 100
 _FAR_ACTIVE = CHUNK * (32768 * 10 ** (-60 / 20)) ** 2  # chunk energy of -60 dBFS RMS
 _XFADE = RATE * 25 // 10_000  # 2.5 ms
 _MAX_LOOKAHEAD = 0.2  # never pair further ahead than this (timestamps that wrong are a broken device)
+_MAX_LATE_SHIFT = 0.1  # late reads never push the pairing back further than this
 
 
 def default_state_file() -> Path:
@@ -78,7 +78,8 @@ class AecSettings:
     reference, but needs the speaker's callback that much further ahead of the microphone's: on a busy
     machine (PulseAudio devices, load average 5-8) a 10 ms lead found the speaker's block not yet written 15-60
     times per 12 s and fed the engine zeros. The delay estimator moves the pairing either way when the rest
-    leaves ``comfort_ms``; late reads (the callback on time but the audio not there) shrink the lead by 1 ms."""
+    leaves ``comfort_ms``; when most reads come late (the callback on time but the audio not there) the pairing
+    moves 1 ms further back at a time."""
     target_ms: float = 30.0
     """When pre-aligning a long path, leave the engine this much of the delay."""
     comfort_ms: tuple[float, float] = (6.0, 400.0)
@@ -138,17 +139,19 @@ class EchoCanceller:
         self.estimator = DelayEstimator(rate=RATE)
         s = self.settings
         self._shift = -s.lead_ms / 1000
+        """Pair the microphone at ``t`` with what was played at ``t - shift``."""
         self._min_shift = -_MAX_LOOKAHEAD
         """Raised by late reads: the device hands audio over too late to pair further ahead than this."""
-        """Pair the microphone at ``t`` with what was played at ``t - shift``."""
         self._delay: float | None = None
         if initial_delay_ms is not None:  # warm start: pre-align at once if the last run needed it
             self._delay = initial_delay_ms / 1000
             self._place(self._delay)
         # Capture time of near sample 0 (20 ms frames). Never stepped: a microphone's callbacks coming later
         # (PulseAudio raising a busy client's latency) does not mean its samples were captured later; only
-        # drift is followed, by at most 0.3 ms per second (300 ppm) outside the jitter band.
-        self._near = OffsetTracker(0.02, persist=0, slew=0.1)
+        # drift is followed, by at most 0.1 ms per second (100 ppm): faster slides seen on PulseAudio devices
+        # were the timestamps wobbling (one clock for both devices there), and AEC3 follows the rest of a real
+        # drift itself (208 ppm uncompensated for 60 s: 40.9 dB, docs/benchmarks.md).
+        self._near = OffsetTracker(0.01, clip_s=0.0002)
         self._near_count = 0
         self._chunks = 0
         self._last_far_chunk = -(10**9)
@@ -162,10 +165,10 @@ class EchoCanceller:
         self._far_seconds = 0.0
         self._good = 0.0
         self._late_seen = 0
+        self._late_rate = 0.0
         self.realigns = 0
         self.switches = 0
-        self._lock = threading.Lock()  # guards only the metrics snapshot fields below
-        self._snapshot_erle: float | None = None
+        self._erle: float | None = None  # read by metrics() from any thread: one float, replaced whole
 
     # ---------------------------------------------------------------- output thread (PlaybackTap)
 
@@ -191,8 +194,13 @@ class EchoCanceller:
             if self._chunks % self._every == 0:
                 self._reestimate()
         self._near_count += n
-        if self.far.late > self._late_seen:  # the device hands audio over too late for this lead: lead less
-            self._late_seen = self.far.late
+        late, self._late_seen = self.far.late - self._late_seen, self.far.late
+        self._late_rate += 0.02 * (late * CHUNK / n - self._late_rate)
+        if self._late_rate > 0.2 and self._shift < _MAX_LATE_SHIFT:
+            # most reads find the speaker's audio not yet handed over although its callback keeps time: the
+            # timestamps put the play-out earlier than the device can; pair 1 ms further back (a busy machine's
+            # occasional late read is not this: those stay far below 20 %)
+            self._late_rate = 0.0
             self._shift += 0.001
             self._min_shift = self._shift
         return out
@@ -232,8 +240,7 @@ class EchoCanceller:
                 self._good += 0.01
         elif self._far_seconds > 1.0:
             self._good += 0.01  # no echo above the microphone's floor: nothing to cancel
-        with self._lock:
-            self._snapshot_erle = erle
+        self._erle = erle
 
     def _reestimate(self) -> None:
         est = self.estimator.estimate()
@@ -244,7 +251,7 @@ class EchoCanceller:
         if prev is None or abs(prev - delay) > 0.002:
             return  # two agreeing estimates in a row
         self._delay = delay
-        erle = self._snapshot_erle
+        erle = self._erle
         if erle is not None and erle >= 20.0:
             return  # the engine cancels well where it is: a correlation peak elsewhere is not worth a re-alignment
         if self._place(delay):
@@ -252,8 +259,7 @@ class EchoCanceller:
             self.engine.reset()  # its filters were adapted to the old alignment: start them afresh
             self.estimator.reset()
             self._prev = None
-            self.realigns += 1
-            log.info("aec: echo delay %.0f ms; reference pre-aligned by %.0f ms", 1000 * delay, 1000 * self._shift)
+            self.realigns += 1  # (no logging here: this is PortAudio's thread; metrics() shows it)
 
     def _place(self, delay: float) -> bool:
         """If ``delay`` leaves the engine a rest outside ``comfort_ms``, move the pairing so that it sees
@@ -274,8 +280,7 @@ class EchoCanceller:
         return None if self._delay is None else 1000 * self._delay
 
     def metrics(self) -> AecMetrics:
-        with self._lock:
-            erle = self._snapshot_erle
+        erle = self._erle
         return AecMetrics(
             engine=self.engine.name,
             erle_db=None if erle is None else round(erle, 1),

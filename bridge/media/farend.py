@@ -29,42 +29,49 @@ RATE = 48_000
 
 
 class OffsetTracker:
-    """A smoothed clock offset. Values within ``band_s`` of it move it by ``alpha``. A value farther away is an
-    outlier (a late callback) unless ``persist`` of them in a row agree with each other within ``band_s`` (a
-    new level: an underrun, a restart) or it is more than ``snap_s`` away: then the offset steps to them
-    (counted in :attr:`steps`). With ``persist=0`` it never steps; outliers then pull it by
-    ``slew * alpha * band_s`` each (a slow follow of drift, not of steps)."""
+    """A smoothed clock offset that moves at most ``alpha * clip_s`` per update once settled (a running mean over
+    the first ``1 / alpha`` updates): callback jitter and a wobbling delay report average away, while the drift
+    of one sound card's clock against ``time.monotonic`` (tens to a few hundred ppm) is followed. Once settled, a
+    value more than ``band_s`` away is an outlier (a late callback) and ignored, unless the tracker steps
+    (``persist > 0``) and ``persist`` of them in a row agree within ``band_s`` (a new level: an underrun, a
+    restart) or it is more than ``snap_s`` away: then the offset steps to them (counted in :attr:`steps`)."""
 
     def __init__(
-        self, alpha: float, band_s: float = 0.003, snap_s: float = 0.03, persist: int = 20, slew: float = 0.0
+        self, alpha: float, clip_s: float, band_s: float = 0.003, snap_s: float = 0.03, persist: int = 0
     ) -> None:
         self.alpha = alpha
+        self.clip = clip_s
         self.band = band_s
         self.snap = snap_s
         self.persist = persist
-        self.slew = slew
         self.value: float | None = None
         self.steps = 0
+        self._updates = 0
         self._candidate: list[float] = []
 
     def update(self, offset: float) -> float:
         if self.value is None:
-            self.value = offset
+            self.value, self._updates = offset, 1
             return offset
         dev = offset - self.value
-        if abs(dev) <= self.band:
-            self.value += self.alpha * dev
-            self._candidate.clear()
-        elif self.persist:
+        if abs(dev) > self.band and self._updates * self.alpha >= 1:
+            if not self.persist:
+                return self.value  # an outlier (a late callback, or the callbacks' latency stepped): ignored
             if self._candidate and abs(offset - self._candidate[0]) > self.band:
                 self._candidate.clear()  # not the same new level: start again from this one
             self._candidate.append(offset)
             if abs(dev) > self.snap or len(self._candidate) >= self.persist:
                 self.value = sum(self._candidate) / len(self._candidate)
                 self.steps += 1
+                self._updates = 1
                 self._candidate.clear()
+            return self.value
+        self._candidate.clear()
+        self._updates += 1
+        if self._updates * self.alpha < 1:  # settling: a running mean
+            self.value += dev / self._updates
         else:
-            self.value += self.slew * self.alpha * (self.band if dev > 0 else -self.band)
+            self.value += self.alpha * max(-self.clip, min(self.clip, dev))
         return self.value
 
 
@@ -85,7 +92,8 @@ class FarEnd:
         self._cap = int(seconds * rate)
         self._ring = np.zeros(self._cap, dtype=np.int16)
         self._written = 0
-        self._offset = OffsetTracker(smoothing, persist=6)  # 5 ms blocks: a new level is taken after 30 ms
+        # 5 ms blocks: a new level is taken after 30 ms; otherwise it moves at most 0.1 ms a second (100 ppm)
+        self._offset = OffsetTracker(smoothing, clip_s=0.00005, persist=6)
         """Play-out time of sample 0: sample ``i`` sounds at ``offset + i / rate``."""
         self._nudge = round(nudge_ms * rate / 1000)
         self._jump = round(jump_ms * rate / 1000)

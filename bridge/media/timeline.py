@@ -3,12 +3,13 @@
 PortAudio gives every output callback ``outputBufferDacTime`` (when the block's first sample reaches the DAC)
 and ``currentTime`` on its stream clock. :class:`PlayoutTimeline` turns them into ``time.monotonic`` and into
 a timeline that only steps where the play-out really does: a running stream plays its samples back to back,
-so between underruns the time of sample ``n`` is ``anchor + n / rate`` with the anchor following the DAC
-times slowly (a running mean at first, then an average over ~1 s of deviations clipped to 2 ms: callback
-jitter and a wobbling delay report are smoothed away; the device clock's drift against ``time.monotonic`` is
-followed). An underrun (the device played silence it was not given) re-anchors at once,
-and for the next ``settle_s`` a deviation over 1 ms re-anchors again while the report settles. A deviation
-over ``snap_s`` re-anchors whenever it comes (a device restart).
+so between underruns the time of sample ``n`` is ``anchor + n / rate``, the anchor following the DAC times
+slowly: a running mean over the first second, then an average of deviations clipped to 0.1 ms, at most
+0.1 ms a second (100 ppm). Callback jitter and a wobbling delay report are smoothed away while the device clock's
+drift against ``time.monotonic`` (tens to a few hundred ppm) is followed. An underrun (the device played
+silence it was not given) re-anchors at once, and for the next ``settle_s`` a deviation over 1 ms
+re-anchors again while the report settles. A deviation over ``snap_s`` re-anchors whenever it comes (a
+device restart).
 
 Measured through PulseAudio (docs/benchmarks.md, "Echo cancellation"): the DAC times stay exact across
 underruns (+-0.2 ms over 28 of them), while without underruns they wobble by a few ms now and then; taking
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 class PlayoutTimeline:
     def __init__(
-        self, rate: int, *, alpha: float = 0.005, clip_s: float = 0.002, snap_s: float = 0.05, settle_s: float = 0.05
+        self, rate: int, *, alpha: float = 0.005, clip_s: float = 0.0001, snap_s: float = 0.05, settle_s: float = 0.05
     ) -> None:
         self.rate = rate
         self.alpha = alpha
@@ -59,7 +60,10 @@ class PlayoutTimeline:
                 self._updates = 1
             else:  # a running mean at first, then a slow average of clipped deviations
                 self._updates += 1
-                anchor += max(self.alpha, 1 / self._updates) * max(-self.clip, min(self.clip, dev))
+                if self._updates * self.alpha < 1:
+                    anchor += dev / self._updates
+                else:
+                    anchor += self.alpha * max(-self.clip, min(self.clip, dev))
         self._anchor = anchor
         t = anchor + self._count / self.rate
         self._count += frames
