@@ -5,9 +5,11 @@ Nothing here does network or audio I/O. ``.env.example`` documents every variabl
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from dotenv import load_dotenv
@@ -86,3 +88,145 @@ def credentials(
         token_url=token_url or env("BRIDGE_TOKEN_URL"),
         token_secret=token_secret or env("BRIDGE_TOKEN_SECRET"),
     )
+
+
+FastRtp = Literal["on", "off", "loop"]
+"""``BRIDGE_FAST_RTP``: ``on`` (default; ``1``): bridge's short RTP paths, the uplink sent from the
+microphone's capture thread when it has one; ``loop``: short paths, uplink always sent from the event loop
+(for A/B measurements); ``off`` (``0``): aiortc's own RTP loops."""
+DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
+
+
+DEFAULT_RECONNECT_FOR_S = 300.0
+
+
+def seconds_setting(what: str, value: str | None, default: float = DEFAULT_RECONNECT_FOR_S) -> float:
+    """A number of seconds >= 0, or ``inf``."""
+    if value is None or not str(value).strip():
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{what} takes seconds (a number >= 0, or inf), got {value!r}") from None
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"{what} takes seconds (a number >= 0, or inf), got {value!r}")
+    return seconds
+
+
+def positive(what: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if value < 1:
+        raise ConfigError(f"{what} takes a whole number >= 1, got {value}")
+    return value
+
+
+def fast_rtp_setting(value: str | None) -> FastRtp:
+    text = (value or "1").strip().casefold()
+    if text in ("1", "on", "true", "yes"):
+        return "on"
+    if text in ("0", "off", "false", "no"):
+        return "off"
+    if text == "loop":
+        return "loop"
+    raise ConfigError(f"BRIDGE_FAST_RTP takes 1, 0 or loop (got {value!r})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``bridge run`` is told, from flags, then the environment, then ``.env`` (built here once)."""
+
+    credentials: Credentials
+    transport: Literal["webrtc", "ws"] = "webrtc"
+    input: str | None = None
+    output: str | None = None
+    transcript: Path | None = None
+    duration: float | None = None
+    model: str = DEFAULT_MODEL
+    voice: str = DEFAULT_VOICE
+    instructions: str = DEFAULT_INSTRUCTIONS
+    offline: bool = False
+    agents: Path | None = None
+    ptt: bool = False
+    bargein: Literal["exact", "naive"] = "exact"
+    fast_rtp: FastRtp = "on"
+    reconnect_for: float = DEFAULT_RECONNECT_FOR_S
+    replay: Literal["summary", "items"] = "summary"
+    replay_turns: int = 40
+    replay_chars: int = 8000
+    kiosk: KioskConfig | None = None
+    """``--kiosk``: always on, a call per visitor."""
+
+    @classmethod
+    def from_args(cls, args: Any) -> RunConfig:
+        """From ``bridge run``'s parsed flags (an ``argparse.Namespace``) and the environment."""
+        return cls(
+            credentials=credentials(args.api_base, args.token_url, args.token_secret),
+            transport=args.transport,
+            input=args.input,
+            output=args.output,
+            transcript=Path(args.transcript) if args.transcript else None,
+            duration=args.duration,
+            model=args.model or DEFAULT_MODEL,
+            voice=args.voice or DEFAULT_VOICE,
+            instructions=read_text_arg(args.instructions) or DEFAULT_INSTRUCTIONS,
+            offline=bool(args.offline),
+            agents=Path(args.agents) if args.agents else None,
+            ptt=bool(args.ptt),
+            bargein=args.bargein,
+            fast_rtp=fast_rtp_setting(env("BRIDGE_FAST_RTP")),
+            reconnect_for=seconds_setting("--reconnect-for", args.reconnect_for or env("BRIDGE_RECONNECT_FOR")),
+            replay=args.replay or "summary",
+            replay_turns=positive("--replay-turns", args.replay_turns, 40),
+            replay_chars=positive("--replay-chars", args.replay_chars, 8000),
+            kiosk=KioskConfig.from_args(args) if args.kiosk else None,
+        )
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    """``bridge run --kiosk``: always on, a call per visitor (docs/kiosk.md). Built once from flags and env."""
+
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+    wake_word: str | None = None
+    transcript_dir: Path = Path("transcripts")
+    keep_days: float | None = 30.0
+    hangup_after_s: float = 30.0
+    max_call_s: float = 900.0
+    max_call_minutes_per_hour: float | None = None
+    vad_engine: str = "auto"
+    goodbye: str | None = None
+    """Instructions for a short spoken goodbye before an idle hang-up (None: hang up silently)."""
+
+    @classmethod
+    def from_args(cls, args: Any) -> KioskConfig:
+        port = args.health_port if args.health_port is not None else env("BRIDGE_HEALTH_PORT")
+        per_hour = args.max_call_minutes_per_hour
+        return cls(
+            health_port=int(port) if port is not None else None,
+            health_host=args.health_host or env("BRIDGE_HEALTH_HOST", "127.0.0.1") or "127.0.0.1",
+            wake_word=args.wake_word or env("BRIDGE_WAKE_WORD"),
+            transcript_dir=Path(args.transcript_dir or env("BRIDGE_TRANSCRIPT_DIR", "transcripts") or "transcripts"),
+            keep_days=_optional_days(args.keep_days if args.keep_days is not None else env("BRIDGE_KEEP_DAYS")),
+            hangup_after_s=seconds_setting("--hangup-after", args.hangup_after, 30.0),
+            max_call_s=seconds_setting("--max-call", args.max_call, 900.0),
+            max_call_minutes_per_hour=float(per_hour) if per_hour is not None else None,
+            vad_engine=env("BRIDGE_VAD", "auto") or "auto",
+            goodbye=args.goodbye,
+        )
+
+
+def _optional_days(value: str | float | None) -> float | None:
+    """``--keep-days``: a number of days, or ``0``/``forever`` to keep every transcript."""
+    if value is None or str(value).strip() == "":
+        return 30.0
+    if str(value).strip().casefold() in ("0", "forever", "none"):
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise ConfigError(f"--keep-days takes a number of days (or forever), got {value!r}") from None
+    if days <= 0 or math.isnan(days):
+        raise ConfigError(f"--keep-days takes a number of days (or forever), got {value!r}")
+    return days

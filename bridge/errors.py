@@ -4,8 +4,13 @@
      +-- ConfigError                 bad flag, env or .env value (missing file, bad URL, ...)
      +-- AuthError                   the server rejected a key (HTTP 401, WS close 3000)
      +-- ConnectError                server unreachable, SDP exchange or ICE/data channel failed
-     +-- ProtocolError               the server sent something we cannot act on
+     |    +-- ServiceError           the service is there but busy or failing (HTTP 5xx, 429): try again
+     +-- ProtocolError               the server sent something we cannot act on, or refused the request
+     |    +-- QuotaError             the account is out of quota (``insufficient_quota``)
      +-- AudioError                  no such device, PortAudio missing, stream failed
+
+Retrying makes sense for ``ConnectError`` (and its ``ServiceError``) only: a rejected key, a refused
+request and an empty account stay so (``bridge.call.supervisor``).
 
 Errors from aiohttp, aiortc and PortAudio are mapped to these at the boundary
 (``raise AudioError(...) from exc``). Messages never contain an API key.
@@ -30,7 +35,15 @@ class ConnectError(BridgeError):
     pass
 
 
+class ServiceError(ConnectError):
+    pass
+
+
 class ProtocolError(BridgeError):
+    pass
+
+
+class QuotaError(ProtocolError):
     pass
 
 

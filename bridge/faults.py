@@ -35,8 +35,10 @@ class Faults:
         *,
         summary_every_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        level: int = logging.ERROR,
     ) -> None:
         self.what = what
+        self._level = level
         self.count = 0
         self.last: str = ""
         """The most recent error, as one line (for health endpoints and the stats line)."""
@@ -67,9 +69,9 @@ class Faults:
                     summary, self._unlogged = self._unlogged, 0
                     self._next_summary = now + self._every
         if first:
-            self._log.error("%s: %s (later errors here are counted)", self.what, text, exc_info=exc)
+            self._log.log(self._level, "%s: %s (later ones are counted)", self.what, text, exc_info=exc)
         elif summary:
-            self._log.warning("%s: %d more errors (%d in all); last: %s", self.what, summary, self.count, text)
+            self._log.warning("%s: %d more (%d in all); last: %s", self.what, summary, self.count, text)
 
     def fatal(self, exc: BaseException) -> None:
         """This part is dead: record it, and wake whoever awaits :meth:`wait_fatal` (any thread)."""

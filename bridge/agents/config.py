@@ -142,16 +142,18 @@ class AgentSet:
             "tool_choice": "auto",
         }
 
-    def session_config(self, base: dict[str, Any]) -> dict[str, Any]:
-        """``base`` (a GA session, e.g. from ``bridge.protocol.session.realtime_session``) set up for the start agent.
+    def session_config(self, base: dict[str, Any], agent: str | None = None) -> dict[str, Any]:
+        """``base`` (a GA session, e.g. from :func:`bridge.protocol.session_config.realtime_session`) set up
+        for ``agent`` (default: the start agent; a reconnect starts with the agent that was active).
 
-        Keeps ``base``'s model, turn detection and formats; sets instructions, tools, the one voice and the
-        start agent's transcription language.
+        Keeps ``base``'s model, turn detection and formats; sets the agent's instructions, tools and
+        transcription language, and the call's one voice.
         """
-        out = {**base, **self.agent_fields(self.start)}
+        name = agent or self.start
+        out = {**base, **self.agent_fields(name)}
         audio = {k: dict(v) for k, v in (base.get("audio") or {}).items()}
-        audio.setdefault("input", {})["transcription"] = self.transcription_for(self.start)
-        voice = self.voice or self.start_agent.voice
+        audio.setdefault("input", {})["transcription"] = self.transcription_for(name)
+        voice = self.voice or self.agents[self.start].voice  # one voice per call: it cannot change
         if voice:
             audio.setdefault("output", {})["voice"] = voice
         out["audio"] = audio

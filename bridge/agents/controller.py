@@ -1,6 +1,6 @@
 """The AgentController: which agent is talking, and what happens when the model calls a function.
 
-It implements the runtime's ``FunctionCallHandler`` hook (``bridge.session``), so the same controller
+It implements the runtime's ``FunctionCallHandler`` hook (``bridge.call.runtime``), so the same controller
 runs over WebRTC, WebSocket and the browser's sideband connection.
 
 A tool call: run the tool (bounded by its timeout; errors become ``{"error": ...}``), send
@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.agents.config import HANDOFF_PREFIX, Agent, AgentSet
 from bridge.agents.tools import run_tool
+from bridge.call.record import Turn
 from bridge.protocol import events as ev
 
 if TYPE_CHECKING:
-    from bridge.session import Runtime
+    from bridge.call.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,13 @@ class AgentController:
         self.tool_errors = 0
         self._clock = clock
         self._responses: OrderedDict[str, _ResponseState] = OrderedDict()
-        self._observing = False  # True once the runtime feeds us events (on_event)
 
     # ---- what to configure ---------------------------------------------------------------------------
 
     def session_config(self, base: dict[str, Any]) -> dict[str, Any]:
-        """The initial session for the start agent (see :meth:`AgentSet.session_config`)."""
-        return self.agents.session_config(base)
+        """The session for the active agent (the start agent at first; after a reconnect, the one that was
+        active when the connection dropped): see :meth:`AgentSet.session_config`."""
+        return self.agents.session_config(base, self.current.name)
 
     def session_update(self, agent: Agent) -> dict[str, Any]:
         """The ``session.update`` that makes ``agent`` the active one."""
@@ -91,8 +92,7 @@ class AgentController:
     # ---- the runtime hooks -----------------------------------------------------------------------------
 
     def on_event(self, e: ev.Event) -> None:
-        """Every server event, in order, before the runtime acts on it (optional hook; see module doc)."""
-        self._observing = True
+        """Every server event, in order, before the runtime acts on it (see module doc)."""
         match e:
             case ev.FunctionCall(response_id=rid, call_id=cid):
                 self._state(rid).pending.add(cid)
@@ -112,16 +112,7 @@ class AgentController:
                 result = await run_tool(tool, call.arguments, clock=self._clock)
                 self.tool_calls += 1
                 self.tool_errors += 0 if result.ok else 1
-                runtime.transcript.write(
-                    "tool",
-                    agent=agent.name,
-                    name=call.name,
-                    call_id=call.call_id,
-                    arguments=_loads(call.arguments),
-                    result=_loads(result.output),
-                    ok=result.ok,
-                    duration_ms=result.duration_ms,
-                )
+                _record_tool(runtime, agent, call, _loads(result.output), result.ok, result.duration_ms)
                 runtime.console.line(
                     "tool", f"{call.name}({call.arguments}) -> {result.output} [{result.duration_ms:.0f} ms]"
                 )
@@ -132,18 +123,8 @@ class AgentController:
                 msg = f"tool {call.name!r} is not available to agent {agent.name!r}"
                 log.warning("%s", msg)
                 self.tool_errors += 1
-                output = json.dumps({"error": msg})
-                runtime.transcript.write(
-                    "tool",
-                    agent=agent.name,
-                    name=call.name,
-                    call_id=call.call_id,
-                    arguments=_loads(call.arguments),
-                    result={"error": msg},
-                    ok=False,
-                    duration_ms=0.0,
-                )
-                await _send_output(runtime, call.call_id, output)
+                _record_tool(runtime, agent, call, {"error": msg}, False, 0.0)
+                await _send_output(runtime, call.call_id, json.dumps({"error": msg}))
         finally:
             state.pending.discard(call.call_id)
         await self._continue(call.response_id, state, runtime)
@@ -163,6 +144,7 @@ class AgentController:
             "handoff", call_id=call.call_id, reason=reason, **{"from": source.name, "to": target.name}
         )
         runtime.console.line("handoff", f"{source.name} -> {target.name}: {reason}")
+        runtime.record.remember(Turn("note", f"handed over from {source.name} to {target.name}"))
         log.info("handoff %s -> %s (%s)", source.name, target.name, reason)
         # 2. then the tool output
         await _send_output(runtime, call.call_id, json.dumps({"ok": True, "agent": target.name}))
@@ -176,24 +158,11 @@ class AgentController:
         await runtime.send({"type": "response.create"})
 
     async def _wait_done(self, response_id: str, state: _ResponseState, runtime: Runtime) -> None:
-        deadline = self._clock() + RESPONSE_DONE_WAIT_S
-        while not state.done.is_set():
-            if not self._observing:
-                # Not fed events (runtime without the on_event hook): fall back to the runtime's own
-                # notion of the active response.
-                if getattr(runtime, "_response_id", None) != response_id:
-                    return
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                log.warning(
-                    "no response.done for %s after %.0f s; continuing anyway", response_id, RESPONSE_DONE_WAIT_S
-                )
-                return
-            try:
-                async with asyncio.timeout(min(remaining, 0.01 if not self._observing else remaining)):
-                    await state.done.wait()
-            except TimeoutError:
-                continue
+        try:
+            async with asyncio.timeout(RESPONSE_DONE_WAIT_S):
+                await state.done.wait()
+        except TimeoutError:
+            log.warning("no response.done for %s after %.0f s; continuing anyway", response_id, RESPONSE_DONE_WAIT_S)
 
     def _state(self, response_id: str) -> _ResponseState:
         state = self._responses.get(response_id)
@@ -202,6 +171,21 @@ class AgentController:
             while len(self._responses) > MAX_TRACKED_RESPONSES:
                 self._responses.popitem(last=False)
         return state
+
+
+def _record_tool(runtime: Runtime, agent: Agent, call: ev.FunctionCall, result: Any, ok: bool, ms: float) -> None:
+    """The transcript's ``tool`` line for one call, and the call in the history a new session is told."""
+    runtime.record.remember(Turn("tool", f"{call.name}({call.arguments}) returned {json.dumps(result)}"))
+    runtime.transcript.write(
+        "tool",
+        agent=agent.name,
+        name=call.name,
+        call_id=call.call_id,
+        arguments=_loads(call.arguments),
+        result=result,
+        ok=ok,
+        duration_ms=ms,
+    )
 
 
 async def _send_output(runtime: Runtime, call_id: str, output: str) -> None:

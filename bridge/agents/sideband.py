@@ -8,7 +8,7 @@ PROTOCOL.md 2.1 ("unified interface") and 2.4:
    ``201`` with ``Location: /v1/realtime/calls/{call_id}``.
 2. :func:`run_sideband`: ``GET {base}/realtime?call_id=...`` (WebSocket, ``Bearer`` API key, no model).
    It "behaves exactly like any other Realtime connection": it receives every server event of the call
-   and may send client events - so the ordinary :class:`bridge.session.Runtime` with an
+   and may send client events - so the ordinary :class:`bridge.call.runtime.Runtime` with an
    :class:`~bridge.agents.controller.AgentController` runs the call's tools and handoffs on the server and
    writes the browser session's transcript, while the audio flows browser <-> OpenAI directly.
 
@@ -25,12 +25,14 @@ import aiohttp
 
 from bridge.agents.config import AgentSet
 from bridge.agents.controller import AgentController
+from bridge.call.record import CallRecord, Console
+from bridge.call.reply_audio import ReplyAudio
+from bridge.call.runtime import Runtime
 from bridge.errors import AuthError, ConnectError, ProtocolError
 from bridge.link import http as rest
-from bridge.link.base import ConnectTimings
+from bridge.link.base import ConnectTimings, LinkTraits
 from bridge.link.ws import EventSocket
 from bridge.media.playout import PlayoutBuffer
-from bridge.session import Console, Runtime
 from bridge.transcript import TranscriptWriter
 
 log = logging.getLogger(__name__)
@@ -68,13 +70,15 @@ async def create_call(
     return answer, call_id
 
 
-class SidebandLink(EventSocket):
-    """Events only, over ``?call_id=``. The call's media is WebRTC (browser <-> API), hence ``transport``:
-    on barge-in the server truncates by itself and the runtime must not send truncates (PROTOCOL.md 2.3).
-    """
+SIDEBAND = LinkTraits(transport="webrtc", server_truncates=True, audio_in_events=False)
+"""Events only; the call's media is WebRTC between the browser and the API, so on barge-in the server
+truncates by itself and the runtime must not send truncates (PROTOCOL.md 2.3)."""
 
-    transport = "webrtc"
-    via = "sideband"
+
+class SidebandLink(EventSocket):
+    """Events only, over ``?call_id=`` (see :data:`SIDEBAND`)."""
+
+    traits = SIDEBAND
 
     def __init__(self, http: aiohttp.ClientSession, api_base: str, api_key: str, call_id: str) -> None:
         super().__init__(http, sideband_url(api_base, call_id), api_key)
@@ -118,8 +122,8 @@ async def run_sideband(
     """
     ctrl = controller or AgentController(agents)
     link = SidebandLink(http, api_base, api_key, call_id)
-    runtime = Runtime(link, PlayoutBuffer(), transcript, console or _LogConsole(call_id), tools=ctrl)
-    runtime.session_info["via"] = "sideband"
+    record = CallRecord(transcript, console or _LogConsole(call_id))
+    runtime = Runtime(link, ReplyAudio(PlayoutBuffer(), record), record, tools=ctrl, info={"via": "sideband"})
     try:
         await link.connect()
         await link.send({"type": "session.update", "session": agents.agent_fields(ctrl.current.name)})

@@ -6,9 +6,13 @@ keys, no echo); any line on a non-terminal stdin (so scripts and tests can drive
 
 With ``turn_detection: null`` the client owns the turn (PROTOCOL.md 4.5):
 - start: barge-in if the assistant is speaking (flush, cancel, truncate), ``input_audio_buffer.clear``, and
-  over WebSocket the microphone starts flowing (it is held back between turns);
+  the microphone starts flowing (between turns the uplink is paused: over WebSocket nothing is sent, over
+  WebRTC silence keeps the RTP timeline going);
 - end: ``input_audio_buffer.commit`` + ``response.create``; a turn under 100 ms is dropped instead
   (the server would answer ``input_audio_buffer_commit_empty``).
+
+It runs for the whole call and acts on its current connection; a key pressed between connections is
+ignored (said on the console).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.link.ws import WebSocketLink
-from bridge.session import Runtime
+from bridge.call.call import Call
+from bridge.call.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +37,20 @@ KEYS = (" ", "\n", "\r")
 
 
 class PushToTalk:
-    def __init__(self, runtime: Runtime, clock: Any = time.monotonic) -> None:
-        self.runtime = runtime
+    def __init__(self, call: Call, clock: Any = time.monotonic) -> None:
+        self.call = call
+        self.console = call.record.console
         self.talking = False
         self._started = 0.0
         self._clock = clock
-        if isinstance(runtime.link, WebSocketLink):
-            runtime.link.uplink_paused = True
+        self._paused: Connection | None = None
 
-    def _uplink(self, on: bool) -> None:
-        if isinstance(self.runtime.link, WebSocketLink):
-            self.runtime.link.uplink_paused = not on
+    def _connection(self) -> Connection | None:
+        conn = self.call.connection
+        if conn is not None and conn is not self._paused and not self.talking:
+            conn.uplink.pause(True)  # a new connection starts between turns
+            self._paused = conn
+        return conn
 
     async def toggle(self) -> None:
         if not self.talking:
@@ -52,26 +59,36 @@ class PushToTalk:
             await self.end()
 
     async def start(self) -> None:
+        conn = self._connection()
+        if conn is None:
+            self.console.line("ptt", "not connected; try again in a moment")
+            return
         self.talking = True
         self._started = self._clock()
-        await self.runtime.interrupt()
-        await self.runtime.send({"type": "input_audio_buffer.clear"})
-        self._uplink(True)
-        self.runtime.console.line("ptt", "talking... press the key again to send")
+        await conn.runtime.interrupt()
+        await conn.runtime.send({"type": "input_audio_buffer.clear"})
+        conn.uplink.pause(False)
+        self.console.line("ptt", "talking... press the key again to send")
 
     async def end(self) -> None:
         self.talking = False
-        self._uplink(False)
-        if self._clock() - self._started < MIN_TURN_S:
-            await self.runtime.send({"type": "input_audio_buffer.clear"})
-            self.runtime.console.line("ptt", "too short (hold the turn for at least 0.1 s); dropped")
+        conn = self._connection()
+        if conn is None:
+            self.console.line("ptt", "the connection dropped; this turn is lost")
             return
-        await self.runtime.send({"type": "input_audio_buffer.commit"})
-        await self.runtime.send({"type": "response.create"})
+        conn.uplink.pause(True)
+        if self._clock() - self._started < MIN_TURN_S:
+            await conn.runtime.send({"type": "input_audio_buffer.clear"})
+            self.console.line("ptt", "too short (hold the turn for at least 0.1 s); dropped")
+            return
+        await conn.runtime.send({"type": "input_audio_buffer.commit"})
+        await conn.runtime.send({"type": "response.create"})
 
     async def run(self) -> None:
         """Read keys until cancelled."""
-        self.runtime.console.line("ptt", "press space (or Enter) to talk, again to send")
+        await self.call.connected.wait()
+        self._connection()
+        self.console.line("ptt", "press space (or Enter) to talk, again to send")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue(64)
         fd = sys.stdin.fileno()

@@ -44,7 +44,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def _vad_silence_ms() -> int:
     """The turn detection ``bridge run`` asks for (its session config is the one source of truth)."""
-    from bridge.protocol.session import default_turn_detection
+    from bridge.protocol.session_config import default_turn_detection
 
     return int(default_turn_detection()["silence_duration_ms"])
 

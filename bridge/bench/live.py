@@ -238,7 +238,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _vad_silence_ms() -> int:
-    from bridge.protocol.session import default_turn_detection
+    from bridge.protocol.session_config import default_turn_detection
 
     return int(default_turn_detection()["silence_duration_ms"])
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
 
-from bridge.emulator import rest, ws
+from bridge.emulator import admin, rest, ws
 from bridge.emulator.auth import KeyStore
 from bridge.emulator.behaviours import load_behaviour
 from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.faults import Switches
 from bridge.emulator.log import EventLog
 from bridge.emulator.state import STATE, EmulatorState
 
@@ -21,11 +23,20 @@ log = logging.getLogger(__name__)
 def make_app(config: EmulatorConfig | None = None) -> web.Application:
     """A ready-to-run emulator app. Raises ConfigError for a bad behaviour (e.g. unreadable script)."""
     config = config or EmulatorConfig()
+    switches = Switches(
+        rng=random.Random(config.fault_seed),
+        text_only=config.text_only_after_assistant_text,
+        random_mean_s=config.random_drop_mean_s,
+        templates=config.session_faults,
+    )
+    if config.refuse_for_s > 0:
+        switches.refuse(config.refuse_for_s, config.refuse_status)
     state = EmulatorState(
         config=config,
-        behaviour=load_behaviour(config.behaviour, config.reply_seconds),
+        behaviour=load_behaviour(config.behaviour, config.reply_seconds, quote_context=config.quote_context),
         keys=KeyStore(config),
         log=EventLog(config.log_path),
+        switches=switches,
     )
     app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[_cors])
     app[STATE] = state
@@ -34,6 +45,12 @@ def make_app(config: EmulatorConfig | None = None) -> web.Application:
     app.router.add_route("OPTIONS", "/v1/realtime/calls", _preflight)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", rest.hangup)
     app.router.add_get("/v1/realtime", ws.realtime_ws)
+    # the beta shape fails as the real service fails since 2026-05-12 (PROTOCOL.md top, 5)
+    app.router.add_post("/v1/realtime", rest.beta_endpoint)
+    app.router.add_post("/v1/realtime/sessions", rest.beta_endpoint)
+    app.router.add_post("/v1/realtime/transcription_sessions", rest.beta_endpoint)
+    if config.admin:
+        admin.add_routes(app)
     app.on_shutdown.append(_on_shutdown)
     app.cleanup_ctx.append(_lifetime)
     return app
@@ -85,6 +102,8 @@ async def _on_shutdown(app: web.Application) -> None:
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     yield
     state = app[STATE]
+    for handle in state.timers:
+        handle.cancel()
     for task in list(state.tasks):
         task.cancel()
     if state.tasks:

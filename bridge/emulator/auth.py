@@ -72,6 +72,14 @@ class KeyStore:
             return None
         return found
 
+    def forget_all(self) -> None:
+        """A restarted service knows none of the keys it minted before."""
+        self._secrets.clear()
+
+    @property
+    def minted(self) -> int:
+        return len(self._secrets)
+
     def _prune(self) -> None:
         now = self._config.clock()
         for value in [v for v, s in self._secrets.items() if now >= s.expires_at + 3600]:

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bridge.emulator.faults import Fault
+
 
 @dataclass(frozen=True)
 class EmulatorConfig:
@@ -28,8 +30,18 @@ class EmulatorConfig:
     session_max_seconds: float = 3600.0  # PROTOCOL.md 6: 60-minute cap
     log_path: str | None = None
     loopback_ice: bool = True  # keep ICE candidates on 127.0.0.1 (read by webrtc.py)
-    ping_interval: float = 20.0  # PROTOCOL.md 3: server PING every ~20 s
+    ping_interval: float = 20.26  # PROTOCOL.md 3: server PING every ~20.26 s
     default_model: str = "gpt-realtime"
+    # faults (docs/emulator.md "Faults"; bridge.emulator.faults)
+    session_faults: tuple[Fault, ...] = ()  # armed for every new session, after_s from its start
+    refuse_for_s: float = 0.0  # refuse new keys/calls/sessions for this long after start-up
+    refuse_status: int = 500  # ... with HTTP 500 or 429
+    random_drop_mean_s: float | None = None  # drop each session after an exponential time of this mean
+    fault_seed: int | None = None  # seeds random drops (None: a fresh seed)
+    text_only_after_assistant_text: bool = False  # the opt-in trap (faults.py, docs/emulator.md)
+    quote_context: bool = False  # replies quote the earlier user turn (behaviours/quote.py)
+    admin: bool = True  # the loopback-only admin API under /_emulator
+    admin_allow: tuple[str, ...] = ()  # further client addresses it answers (the lab's other namespaces)
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
     def is_valid_api_key(self, key: str) -> bool:

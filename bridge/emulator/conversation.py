@@ -16,6 +16,8 @@ class Conversation:
     def __init__(self) -> None:
         self._items: list[dict[str, Any]] = []
         self.audio: dict[str, bytes] = {}  # item id -> PCM16 24 kHz (user input audio, assistant output)
+        self.heard: dict[str, str] = {}  # user audio item id -> what the "model" understood (transcribed or not)
+        self.seeded_assistant_text: set[str] = set()  # assistant text items the client created
 
     def __contains__(self, item_id: object) -> bool:
         return any(i["id"] == item_id for i in self._items)
@@ -59,7 +61,22 @@ class Conversation:
         before = len(self._items)
         self._items = [i for i in self._items if i["id"] != item_id]
         self.audio.pop(item_id, None)
+        self.heard.pop(item_id, None)
+        self.seeded_assistant_text.discard(item_id)
         return len(self._items) != before
+
+    def as_heard(self) -> tuple[dict[str, Any], ...]:
+        """The items as the model understands them: user audio carries what was heard as its transcript."""
+        out = []
+        for item in self._items:
+            heard = self.heard.get(item["id"])
+            if heard is not None:
+                item = copy.deepcopy(item)
+                for part in item.get("content", []):
+                    if part.get("type") == "input_audio" and not part.get("transcript"):
+                        part["transcript"] = heard
+            out.append(item)
+        return tuple(out)
 
     def with_audio(self, item_id: str) -> dict[str, Any] | None:
         """The item with its audio inlined as base64 (``conversation.item.retrieved``)."""

@@ -22,69 +22,51 @@ rate (the transport paces it) and no delta events are sent (PROTOCOL.md 2.3).
 from __future__ import annotations
 
 import asyncio
-import binascii
 import copy
-import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from bridge.emulator.behaviours.base import Behaviour
+from bridge.emulator.client_events import Transport, check_event, decode_frame, event_id_of
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.conversation import Conversation
 from bridge.emulator.engine_parts import (
     AudioOut,
     ClientError,
     ResponseState,
-    normalise_item,
+    obfuscation,
+    transcription_deltas,
+    transcription_usage,
 )
+from bridge.emulator.faults import Switches
+from bridge.emulator.handlers import ClientEventHandlers
+from bridge.emulator.idle import IdleTimer
+from bridge.emulator.input_audio import InputAudio, Segment
+from bridge.emulator.lifetime import Lifetime
 from bridge.emulator.log import EventLog
 from bridge.emulator.responses import ResponseGeneration
-from bridge.emulator.session import SessionError, merge_session
-from bridge.emulator.vad import ServerVad, SpeechStarted
 from bridge.protocol import ids
-from bridge.protocol.pcm import BYTES_PER_MS, b64decode
+from bridge.protocol.pcm import BYTES_PER_MS
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
-Transport = Literal["websocket", "webrtc"]
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 BACKLOG_MAX = 1000
-MIN_COMMIT_MS = 100  # PROTOCOL.md 6
-CLIENT_FIELDS: dict[str, frozenset[str]] = {
-    "session.update": frozenset({"session"}),
-    "input_audio_buffer.append": frozenset({"audio"}),
-    "input_audio_buffer.commit": frozenset(),
-    "input_audio_buffer.clear": frozenset(),
-    "output_audio_buffer.clear": frozenset(),
-    "conversation.item.create": frozenset({"item", "previous_item_id"}),
-    "conversation.item.retrieve": frozenset({"item_id"}),
-    "conversation.item.truncate": frozenset({"item_id", "content_index", "audio_end_ms"}),
-    "conversation.item.delete": frozenset({"item_id"}),
-    "response.create": frozenset({"response"}),
-    "response.cancel": frozenset({"response_id"}),
-}
-RESPONSE_FIELDS = frozenset(
-    {
-        "audio",
-        "conversation",
-        "input",
-        "instructions",
-        "max_output_tokens",
-        "metadata",
-        "output_modalities",
-        "parallel_tool_calls",
-        "prompt",
-        "reasoning",
-        "tool_choice",
-        "tools",
-    }
-)
+MAX_APPEND_BYTES = 15 * 1024 * 1024  # PROTOCOL.md 3: at most 15 MiB per append
 
 
-class Engine(ResponseGeneration):
+def _undecoded(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any]:
+    """What the log shows of a frame that never became an event."""
+    if isinstance(data, bytes | bytearray):
+        return {"binary": len(data)}
+    return {"raw": str(data)[:200]}
+
+
+class Engine(ResponseGeneration, ClientEventHandlers):
     """One Realtime session. Constructors do no I/O; call :meth:`start` from the event loop."""
 
     def __init__(
@@ -93,10 +75,12 @@ class Engine(ResponseGeneration):
         session: dict[str, Any],
         behaviour: Behaviour,
         *,
-        transport: Transport = "websocket",
+        transport: Transport = "ws",
         log_sink: EventLog | None = None,
+        switches: Switches | None = None,
     ) -> None:
         self.config = config
+        self.switches = switches or Switches()
         self.session = copy.deepcopy(session)
         self.behaviour = behaviour
         self.transport: Transport = transport
@@ -108,11 +92,8 @@ class Engine(ResponseGeneration):
         self.backlog_dropped = 0
         self._had_listener = False
         self.conversation = Conversation()
-        self._buffer = bytearray()
-        self._buffer_start_ms = 0.0  # input timeline position of _buffer[0]
-        self._vad: ServerVad | None = None
+        self._input = InputAudio()
         self._speech_item: str | None = None
-        self._speech_start_ms = 0
         self._response: ResponseState | None = None  # the active default-conversation response
         self._last_response: ResponseState | None = None
         self._playing: ResponseState | None = None  # WebRTC: response whose audio is in the AudioOut
@@ -126,10 +107,27 @@ class Engine(ResponseGeneration):
         self._truncated: set[str] = set()  # assistant items whose transcript was dropped
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None
-        self._closed = asyncio.Event()
-        self.close_code = 1000
-        self.close_reason = ""
+        self.lifetime = Lifetime()
+        self.stalled_events_dropped = 0  # events the session "said" while stalled (never sent)
+        self.call_id: str | None = None  # set by the WebRTC transport
+        self.created_at = config.clock()
+        self.sidebands = 0  # sideband WebSockets attached right now (?call_id=)
         self._started = False
+        self._handlers: dict[str, Handler] = {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_input_audio_buffer_append,
+            "input_audio_buffer.commit": self._on_input_audio_buffer_commit,
+            "input_audio_buffer.clear": self._on_input_audio_buffer_clear,
+            "output_audio_buffer.clear": self._on_output_audio_buffer_clear,
+            "conversation.item.create": self._on_conversation_item_create,
+            "conversation.item.retrieve": self._on_conversation_item_retrieve,
+            "conversation.item.truncate": self._on_conversation_item_truncate,
+            "conversation.item.delete": self._on_conversation_item_delete,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+            "session.close": self._on_session_close,
+        }
+        self._idle = IdleTimer(self._idle_timeout)
         self._configure_vad()
 
     # ------------------------------------------------------------------ transport API
@@ -141,7 +139,7 @@ class Engine(ResponseGeneration):
         now = self.config.clock()
         self.session["expires_at"] = int(now + self.config.session_max_seconds)
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(self.config.session_max_seconds, self._expire)
+        self._expiry = loop.call_later(self.config.session_max_seconds, self.expire)
         self._emit("session.created", session=copy.deepcopy(self.session))
 
     def add_listener(self, fn: Listener, *, backlog: bool = True) -> None:
@@ -168,17 +166,28 @@ class Engine(ResponseGeneration):
         self._audio_out = out
         self.transport = "webrtc"
 
+    def heard_text(self, item_id: str) -> str | None:
+        """What the "model" understood of a user audio item (whether or not transcription is on)."""
+        return self.conversation.heard.get(item_id)
+
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self.lifetime.closed
+
+    @property
+    def close_code(self) -> int:
+        return self.lifetime.code
+
+    @property
+    def close_reason(self) -> str:
+        return self.lifetime.reason
 
     async def wait_closed(self) -> tuple[int, str]:
-        await self._closed.wait()
-        return self.close_code, self.close_reason
+        return await self.lifetime.wait_closed()
 
     async def aclose(self) -> None:
         """Stop every response task and mark the session closed. Idempotent."""
-        self._close(self.close_code if self._closed.is_set() else 1000, self.close_reason)
+        self._close(1000, "")
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -203,252 +212,62 @@ class Engine(ResponseGeneration):
             self._playing = None
         if resp.done and not resp.cleared:
             self._emit("output_audio_buffer.stopped", response_id=response_id)
+            self.on_reply_played()
 
     # ------------------------------------------------------------------ client events
     async def handle_client_event(self, data: str | bytes | dict[str, Any], *, via: str | None = None) -> None:
         """One client event from any transport. Errors are ``error`` events, never exceptions."""
-        if self._closed.is_set():
+        if self.lifetime.closed or self.lifetime.stalled:
             return
-        if isinstance(data, bytes | bytearray):
-            self._record("in", {"binary": len(data)}, via)
-            self._error("invalid_event", "Expected a text WebSocket message; binary frames are not supported.")
-            return
-        if isinstance(data, str):
-            try:
-                event = json.loads(data)
-            except ValueError as exc:
-                self._record("in", {"raw": data[:200]}, via)
-                self._error("invalid_json", f"Invalid JSON in event: {exc.msg} (line {exc.lineno} column {exc.colno}).")
-                return
-        else:
-            event = data
-        self._record("in", event, via)
-        event_id = event.get("event_id") if isinstance(event, dict) else None
+        event: Any = None
         try:
-            await self._dispatch(event)
+            event = decode_frame(data)
+            self._record("in", event, via)
+            event = check_event(event, self.transport)
+            await self._handlers[event["type"]](event)
         except ClientError as err:
-            self._error(err.code, err.message, err.param, event_id if isinstance(event_id, str) else None)
-
-    async def _dispatch(self, event: Any) -> None:
-        if not isinstance(event, dict):
-            raise ClientError("invalid_event", "Expected an event object.")
-        etype = event.get("type")
-        if etype is None:
-            raise ClientError("invalid_event", "The 'type' field is missing.")
-        allowed = CLIENT_FIELDS.get(etype) if isinstance(etype, str) else None
-        if etype == "output_audio_buffer.clear" and self.transport != "webrtc":
-            allowed = None  # PROTOCOL.md 4.2: absent from the WS type list
-        if allowed is None:
-            names = ", ".join(f"'{t}'" for t in CLIENT_FIELDS if t != "output_audio_buffer.clear")
-            raise ClientError("invalid_value", f"Invalid value: '{etype}'. Supported values are: {names}.", "type")
-        for key in event:
-            if key not in allowed and key not in ("type", "event_id"):
-                raise ClientError("unknown_parameter", f"Unknown parameter: '{key}'.", key)
-        handler = getattr(self, "_on_" + etype.replace(".", "_"))
-        await handler(event)
-
-    async def _on_session_update(self, event: dict[str, Any]) -> None:
-        if "session" not in event:
-            raise ClientError("missing_required_parameter", "Missing required parameter: 'session'.", "session")
-        try:
-            self.session = merge_session(self.session, event["session"], voice_locked=self._voice_locked)
-        except SessionError as err:
-            raise ClientError(err.code, err.message, err.param) from None
-        self._configure_vad()
-        self._emit("session.updated", session=copy.deepcopy(self.session))
-
-    async def _on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
-        audio = event.get("audio")
-        if not isinstance(audio, str):
-            raise ClientError("missing_required_parameter", "Missing required parameter: 'audio'.", "audio")
-        try:
-            pcm = b64decode(audio)
-        except (binascii.Error, ValueError):
-            raise ClientError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio.", "audio") from None
-        if len(pcm) > 15 * 1024 * 1024:
-            raise ClientError("invalid_value", "Audio chunk too large: at most 15 MiB per append.", "audio")
-        self.feed_input_audio(pcm)
-
-    async def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
-        ms = len(self._buffer) / BYTES_PER_MS
-        if ms < MIN_COMMIT_MS:
-            raise ClientError(
-                "input_audio_buffer_commit_empty",
-                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
-                f"but buffer only has {ms:.2f}ms of audio.",
-            )
-        pcm = bytes(self._buffer)
-        self._advance_buffer(len(pcm))
-        if self._speech_item is not None and self._vad is not None:
-            self._vad.speaking = False
-        item_id, self._speech_item = self._speech_item or ids.item_id(), None
-        self._commit_user_audio(pcm, item_id)
-        if self._echo is not None:
-            self._finish_echo()
-
-    async def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        self._advance_buffer(len(self._buffer))
-        if self._vad is not None:
-            self._vad.speaking = False
-        self._speech_item = None
-        self._emit("input_audio_buffer.cleared")
-
-    async def _on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        resp = self._playing
-        if resp is not None:
-            self._interrupt_playback(resp)
-        else:
-            last = self._last_response.id if self._last_response else ids.response_id()
-            self._emit("output_audio_buffer.cleared", response_id=last)
-
-    async def _on_conversation_item_create(self, event: dict[str, Any]) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict):
-            raise ClientError("missing_required_parameter", "Missing required parameter: 'item'.", "item")
-        prev = event.get("previous_item_id")
-        if prev is not None and prev != "root" and prev not in self.conversation:
-            raise ClientError("invalid_value", f"Previous item with id '{prev}' not found.", "previous_item_id")
-        item, audio = normalise_item(item)
-        if item["id"] in self.conversation:
-            raise ClientError("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id")
-        previous = self.conversation.insert(
-            item, after=prev if prev not in (None, "root") else None, first=prev == "root"
-        )
-        if audio is not None:
-            self.conversation.audio[item["id"]] = audio
-        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
-        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
-
-    async def _on_conversation_item_retrieve(self, event: dict[str, Any]) -> None:
-        item = self.conversation.with_audio(self._item_id(event))
-        assert item is not None
-        self._emit("conversation.item.retrieved", item=item)
-
-    async def _on_conversation_item_delete(self, event: dict[str, Any]) -> None:
-        item_id = self._item_id(event)
-        self.conversation.delete(item_id)
-        self._emit("conversation.item.deleted", item_id=item_id)
-
-    async def _on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
-        item_id = self._item_id(event)
-        item = self.conversation.get(item_id)
-        assert item is not None
-        # An item still being generated has no content parts yet but does have audio: barge-in truncates
-        # exactly such items, so audio generated so far counts as "with audio".
-        has_audio = any(p.get("type") == "output_audio" for p in item["content"]) or item_id in self.conversation.audio
-        if item.get("role") != "assistant" or not has_audio:
-            raise ClientError("invalid_value", "Only assistant messages with audio can be truncated.", "item_id")
-        if event.get("content_index", 0) != 0:
-            raise ClientError("invalid_value", "Invalid 'content_index': only 0 is supported.", "content_index")
-        end_ms = event.get("audio_end_ms")
-        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0:
-            raise ClientError(
-                "invalid_value", "Invalid 'audio_end_ms': expected a non-negative integer.", "audio_end_ms"
-            )
-        have_ms = len(self.conversation.audio.get(item_id, b"")) / BYTES_PER_MS
-        if end_ms > have_ms:
-            # Message wording as reported from the real service by third-party client code (UNCONFIRMED
-            # code: invalid_value, the generic code for an out-of-range field).
-            raise ClientError(
-                "invalid_value", f"Audio content of {int(have_ms)}ms is already shorter than {end_ms}ms", "audio_end_ms"
-            )
-        self._truncate_item(item_id, end_ms)
-
-    async def _on_response_create(self, event: dict[str, Any]) -> None:
-        params = event.get("response") or {}
-        if not isinstance(params, dict):
-            raise ClientError("invalid_type", "Invalid type for 'response': expected an object.", "response")
-        for key in params:
-            if key not in RESPONSE_FIELDS:
-                raise ClientError("unknown_parameter", f"Unknown parameter: 'response.{key}'.", f"response.{key}")
-        in_conversation = params.get("conversation", "auto") != "none"
-        if in_conversation and self._response is not None:
-            raise ClientError(
-                "conversation_already_has_active_response",
-                f"Conversation already has an active response in progress: {self._response.id}. "
-                "Wait until the response is finished before creating a new one.",
-            )
-        mods = params.get("output_modalities")
-        if mods is not None and mods not in (["audio"], ["text"]):
-            raise ClientError(
-                "invalid_value", "output_modalities must be ['audio'] or ['text'].", "response.output_modalities"
-            )
-        self._start_response(params, in_conversation)
-
-    async def _on_response_cancel(self, event: dict[str, Any]) -> None:
-        resp = self._response
-        wanted = event.get("response_id")
-        if resp is None or (wanted is not None and wanted != resp.id):
-            raise ClientError("response_cancel_not_active", "Cancellation failed: no active response found")
-        self._cancel(resp, "client_cancelled")
+            if event is None:
+                self._record("in", _undecoded(data), via)
+            self._error(err.code, err.message, err.param, event_id_of(event))
 
     # ------------------------------------------------------------------ input audio
     def feed_input_audio(self, pcm24: bytes) -> None:
         """User audio, PCM16 24 kHz mono (WS: decoded appends; WebRTC: decoded, downmixed, resampled)."""
-        if self._closed.is_set() or not pcm24:
+        if self.lifetime.closed or self.lifetime.stalled or not pcm24:
             return
-        if self.behaviour.name == "echo" and self._audio_out is None:
+        echo = self.behaviour.echoes_input
+        if echo and self._audio_out is None:
             self._echo_audio(pcm24)
-        self._buffer.extend(pcm24)
-        if self._vad is None:
-            return
-        td = self.session["audio"]["input"]["turn_detection"]
-        for ev in self._vad.process(pcm24):
-            if isinstance(ev, SpeechStarted):
-                self._speech_item = ids.item_id()
-                self._speech_start_ms = ev.audio_start_ms
-                self._emit(
-                    "input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=self._speech_item
-                )
-                if td.get("interrupt_response", True) and self.behaviour.name != "echo":
-                    self._barge_in()
-            else:
-                item_id = self._speech_item or ids.item_id()
-                self._speech_item = None
-                self._emit("input_audio_buffer.speech_stopped", audio_end_ms=ev.audio_end_ms, item_id=item_id)
-                pcm = self._take_segment(self._speech_start_ms, ev.audio_end_ms)
-                self._commit_user_audio(pcm, item_id)
-                if self._echo is not None:
-                    self._finish_echo()
-                elif td.get("create_response", True) and self._response is None:
-                    if not (self.behaviour.name == "echo" and self._audio_out is not None):
-                        self._start_response({}, True)
+        td = self.session["audio"]["input"]["turn_detection"] or {}
+        for ev in self._input.feed(pcm24):
+            if isinstance(ev, Segment):
+                self._on_speech_stopped(ev, td, echo)
+                continue
+            self._speech_item = ids.item_id()
+            self._idle.disarm()
+            self._emit("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=self._speech_item)
+            if td.get("interrupt_response", True) and not echo:
+                self._barge_in()
+
+    def _on_speech_stopped(self, turn: Segment, td: dict[str, Any], echo: bool) -> None:
+        item_id = self._speech_item or ids.item_id()
+        self._speech_item = None
+        self._emit("input_audio_buffer.speech_stopped", audio_end_ms=turn.end_ms, item_id=item_id)
+        self._commit_user_audio(turn.pcm, item_id)
+        if self._echo is not None:
+            self._finish_echo()
+        elif td.get("create_response", True) and self._response is None and self.session["type"] == "realtime":
+            # echo over WebRTC: the transport already sent the audio back; no reply of its own
+            if not (echo and self._audio_out is not None):
+                self._start_response({}, True)
 
     def _configure_vad(self) -> None:
-        td = self.session["audio"]["input"]["turn_detection"]
-        if td is None:
-            self._vad = None
-            return
-        threshold = td.get("threshold", 0.5)
-        padding = td.get("prefix_padding_ms", 300)
-        silence = td.get("silence_duration_ms", 200)
-        if td.get("type") == "semantic_vad":  # no knobs: approximate "auto" eagerness with a longer pause
-            threshold, padding, silence = 0.5, 300, 500
-        if self._vad is None:
-            # A VAD turned on mid-session starts at the current input position.
-            now_ms = int(self._buffer_start_ms + len(self._buffer) / BYTES_PER_MS)
-            self._vad = ServerVad(threshold, padding, silence, start_ms=now_ms)
-        else:
-            self._vad.configure(threshold, padding, silence)
-
-    def _advance_buffer(self, nbytes: int) -> None:
-        del self._buffer[:nbytes]
-        self._buffer_start_ms += nbytes / BYTES_PER_MS
-        if self._vad is not None:
-            self._vad.reset_floor(int(self._buffer_start_ms))
-
-    def _take_segment(self, start_ms: int, end_ms: int) -> bytes:
-        """Audio [start_ms, end_ms) of the input timeline; everything before end_ms leaves the buffer."""
-        start = max(0, int((start_ms - self._buffer_start_ms) * BYTES_PER_MS) // 2 * 2)
-        end = max(0, int((end_ms - self._buffer_start_ms) * BYTES_PER_MS) // 2 * 2)
-        pcm = bytes(self._buffer[start:end])
-        self._advance_buffer(min(end, len(self._buffer)))
-        return pcm
+        self._input.configure(self.session["audio"]["input"]["turn_detection"])
 
     def _commit_user_audio(self, pcm: bytes, item_id: str) -> None:
         previous = self.conversation.last_id()
         self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item = {
+        item: dict[str, Any] = {
             "id": item_id,
             "type": "message",
             "object": "realtime.item",
@@ -458,21 +277,52 @@ class Engine(ResponseGeneration):
         }
         self.conversation.insert(item)
         self.conversation.audio[item_id] = pcm
+        self.conversation.heard[item_id] = self.behaviour.transcribe(pcm, self._responses)
         self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
         self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
-        if self.session["audio"]["input"].get("transcription") is not None:
-            text = self.behaviour.transcribe(pcm, self._responses)
+        transcription = self.session["audio"]["input"].get("transcription")
+        if transcription is not None:
+            text = self.conversation.heard[item_id]
             item["content"][0]["transcript"] = text
-            self._emit(
-                "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text
-            )
+            for piece in transcription_deltas(transcription.get("model"), text):
+                self._emit(
+                    "conversation.item.input_audio_transcription.delta",
+                    item_id=item_id,
+                    content_index=0,
+                    delta=piece,
+                    obfuscation=obfuscation(piece),
+                )
             self._emit(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item_id,
                 content_index=0,
                 transcript=text,
-                usage={"type": "duration", "seconds": round(len(pcm) / 48000, 3)},
+                usage=transcription_usage(transcription.get("model"), text, len(pcm)),
             )
+
+    # ------------------------------------------------------------------ idle timeout (PROTOCOL.md 4.7)
+    def _arm_idle(self, delay_s: float = 0.0) -> None:
+        td = self.session["audio"]["input"]["turn_detection"]
+        timeout = td.get("idle_timeout_ms") if td is not None and td.get("type") == "server_vad" else None
+        self._idle.arm(timeout, self._input.position_ms, delay_s)
+
+    def _idle_timeout(self, start_ms: int) -> None:
+        if self.lifetime.closed or self._response is not None or self._input.speaking:
+            return
+        td = self.session["audio"]["input"]["turn_detection"] or {}
+        end_ms = max(self._input.position_ms, start_ms + int(td.get("idle_timeout_ms") or 0))
+        item_id = ids.item_id()
+        self._emit(
+            "input_audio_buffer.timeout_triggered", audio_start_ms=start_ms, audio_end_ms=end_ms, item_id=item_id
+        )
+        self._commit_user_audio(self._input.take_until(end_ms), item_id)
+        if td.get("create_response", True) and self.session["type"] == "realtime":
+            self._start_response({}, True)
+
+    def on_reply_played(self, delay_s: float = 0.0) -> None:
+        """The last reply has finished playing (or will in ``delay_s``): the idle timer starts."""
+        if self._response is None and not self._input.speaking:
+            self._arm_idle(delay_s)
 
     # ------------------------------------------------------------------ barge-in and truncation
     def _barge_in(self) -> None:
@@ -509,18 +359,11 @@ class Engine(ResponseGeneration):
             resp.cancel_reason = reason
         resp.cancelled.set()
 
-    # ------------------------------------------------------------------ items
-    def _item_id(self, event: dict[str, Any]) -> str:
-        item_id = event.get("item_id")
-        if not isinstance(item_id, str):
-            raise ClientError("missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id")
-        if item_id not in self.conversation:
-            # Code UNCONFIRMED for the real service; invalid_value is its generic "bad field value" code.
-            raise ClientError("invalid_value", f"Item with item_id '{item_id}' not found.", "item_id")
-        return item_id
-
     # ------------------------------------------------------------------ emission
     def _emit(self, etype: str, **fields: Any) -> None:
+        if self.lifetime.stalled:
+            self.stalled_events_dropped += 1
+            return
         event = {"type": etype, "event_id": ids.event_id(), **fields}
         self._record("out", event)
         if not self._had_listener:
@@ -554,30 +397,34 @@ class Engine(ResponseGeneration):
         if self._log is not None:
             self._log.record(direction, via or self.transport, self.id, event)
 
-    # ------------------------------------------------------------------ lifetime
-    def _expire(self) -> None:
+    # ------------------------------------------------------------------ lifetime and faults
+    def expire(self) -> None:
+        """The maximum session length is reached: ``session_expired``, then close 1001 (PROTOCOL.md 6)."""
         minutes = self.config.session_max_seconds / 60
         shown = f"{minutes:g}" if minutes >= 1 else f"{minutes:.3g}"
         message = f"Your session hit the maximum duration of {shown} minutes."
-        self._emit(
-            "error",
-            error={
-                "type": "invalid_request_error",
-                "code": "session_expired",
-                "message": message,
-                "param": None,
-                "event_id": None,
-            },
-        )
+        self.inject_error("session_expired", message)
         for resp in (self._response, self._echo):
             if resp is not None:
                 self._cancel(resp, "client_cancelled")
         self._close(1001, message)
 
-    def _close(self, code: int, reason: str) -> None:
-        if self._closed.is_set():
-            return
-        self.close_code, self.close_reason = code, reason
-        if self._expiry is not None:
+    def inject_error(self, code: str | None, message: str, etype: str = "invalid_request_error") -> None:
+        """An ``error`` event the client did not cause (a fault); the session goes on unless closed after."""
+        self._emit("error", error={"type": etype, "code": code, "message": message, "param": None, "event_id": None})
+
+    def close(self, code: int, reason: str) -> None:
+        """End the session with a goodbye: transports flush, then close with ``code`` (see lifetime.py)."""
+        self._close(code, reason)
+
+    def drop(self) -> None:
+        """End the session with no goodbye: the transport resets the connection (see lifetime.py)."""
+        self._close(1006, "dropped", abrupt=True)
+
+    def stall(self) -> None:
+        """Go silent without closing (see lifetime.py)."""
+        self.lifetime.stall()
+
+    def _close(self, code: int, reason: str, *, abrupt: bool = False) -> None:
+        if self.lifetime.end(code, reason, abrupt=abrupt) and self._expiry is not None:
             self._expiry.cancel()
-        self._closed.set()

@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import binascii
 import copy
+import random
+import string
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.protocol import ids
 from bridge.protocol.pcm import BYTES_PER_MS, b64decode
+
+_BASE62 = string.ascii_letters + string.digits
 
 
 class AudioOut(Protocol):
@@ -50,6 +54,7 @@ class ResponseState:
     audio_bytes: int = 0
     text_chars: int = 0
     audio_begun: bool = False  # AudioOut.begin called (WebRTC)
+    first_audio_at: float | None = None  # monotonic time of the first audio chunk (WS playback estimate)
     audio_item: str | None = None
     output_started: bool = False
     output_stopped: bool = False
@@ -70,6 +75,36 @@ class ResponseState:
             "usage": usage,
             "metadata": self.metadata,
         }
+
+
+def obfuscation(delta: str) -> str:
+    """The random padding the service adds to streamed deltas so their sizes do not leak their tokens
+    (PROTOCOL.md 4.1, [PROBE 7/8]: e.g. "hbKWaqwA7ya"); clients ignore it."""
+    return "".join(random.choices(_BASE62, k=max(4, 16 - len(delta))))
+
+
+def transcription_deltas(model: str | None, text: str) -> list[str]:
+    """whisper-1 sends the whole text in one delta; the gpt-4o-* transcribers stream word by word
+    (PROTOCOL.md 4.4: [TRACE-WEBRTC-BETA], [PROBE 7])."""
+    if model == "whisper-1" or not text:
+        return [text] if text else []
+    words = text.split(" ")
+    return [words[0]] + [" " + w for w in words[1:]]
+
+
+def transcription_usage(model: str | None, text: str, pcm_bytes: int) -> dict[str, Any]:
+    """``usage`` of a completed transcription: seconds for whisper-1, tokens for the others ([PROBE 7])."""
+    if model == "whisper-1":
+        return {"type": "duration", "seconds": round(pcm_bytes / 48000, 3)}
+    audio_tokens = max(1, pcm_bytes // 48 // 100)  # ~10 audio tokens per second ([PROBE 7]: 1.6 s -> 16)
+    text_tokens = max(1, len(text) // 4)
+    return {
+        "type": "tokens",
+        "total_tokens": audio_tokens + text_tokens,
+        "input_tokens": audio_tokens,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+        "output_tokens": text_tokens,
+    }
 
 
 def split_words(text: str) -> list[str]:

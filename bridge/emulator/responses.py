@@ -12,16 +12,21 @@ import asyncio
 import copy
 import logging
 import math
+import time
 from typing import Any
 
 from bridge.emulator.behaviours.base import Behaviour, FunctionCall, Reply, Turn
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.conversation import Conversation
 from bridge.emulator.engine_parts import (
+    AudioOut,
     ResponseState,
+    obfuscation,
     response_usage,
     split_words,
 )
+from bridge.emulator.faults import Switches
+from bridge.emulator.idle import IdleTimer
 from bridge.protocol import ids
 from bridge.protocol.pcm import BYTES_PER_MS, b64encode
 
@@ -31,19 +36,43 @@ log = logging.getLogger(__name__)
 class ResponseGeneration:
     """Mixed into :class:`bridge.emulator.engine.Engine`."""
 
-    # attributes provided by Engine (declared for readers and linters)
+    # state owned by Engine (declared for readers and the type checker)
     session: dict[str, Any]
     config: EmulatorConfig
     behaviour: Behaviour
     conversation: Conversation
+    conversation_id: str
+    switches: Switches
+    _response: ResponseState | None  # the active default-conversation response
+    _last_response: ResponseState | None
+    _playing: ResponseState | None  # WebRTC: response whose audio is in the AudioOut
+    _echo: ResponseState | None
+    _echo_item: dict[str, Any] | None
+    _echo_index: int
+    _echo_prev: str | None
+    _responses: int
+    _voice_locked: bool
+    _audio_out: AudioOut | None
+    _truncated: set[str]
+    _tasks: set[asyncio.Task[None]]
+    _idle: IdleTimer
+
+    def _emit(self, etype: str, **fields: Any) -> None:
+        raise NotImplementedError  # Engine._emit
+
+    def on_reply_played(self, delay_s: float = 0.0) -> None:
+        raise NotImplementedError  # Engine.on_reply_played
 
     # ------------------------------------------------------------------ responses
     def _start_response(self, params: dict[str, Any], in_conversation: bool) -> None:
         out_cfg = self.session["audio"]["output"]
+        modalities = list(params.get("output_modalities") or self.session["output_modalities"])
+        if self.switches.text_only and "output_modalities" not in params and self.conversation.seeded_assistant_text:
+            modalities = ["text"]  # the opt-in trap: seeded with assistant text, it answers in text (faults.py)
         resp = ResponseState(
             id=ids.response_id(),
             conversation=in_conversation,
-            modalities=list(params.get("output_modalities") or self.session["output_modalities"]),
+            modalities=modalities,
             metadata=params.get("metadata"),
             voice=(params.get("audio") or {}).get("output", {}).get("voice", out_cfg["voice"]),
             fmt=out_cfg["format"],
@@ -51,6 +80,7 @@ class ResponseGeneration:
         )
         if in_conversation:
             self._response = resp
+            self._idle.disarm()
         self._last_response = resp
         self._emit("response.created", response=self._response_object(resp, "in_progress", None, None))
         turn = self._turn()
@@ -78,7 +108,7 @@ class ResponseGeneration:
                         user_text = part.get("transcript")
                         audio_ms = len(self.conversation.audio.get(item["id"], b"")) / BYTES_PER_MS
                 break
-        return Turn(self._responses, user_text, audio_ms, last_type, items)
+        return Turn(self._responses, user_text, audio_ms, last_type, self.conversation.as_heard())
 
     async def _sleep(self, resp: ResponseState, seconds: float) -> bool:
         """Wait ``seconds`` unless the response is cancelled first; True if cancelled."""
@@ -170,11 +200,16 @@ class ResponseGeneration:
     ) -> None:
         ids_ = {"response_id": resp.id, "item_id": item["id"], "output_index": output_index, "content_index": 0}
         audio = "audio" in resp.modalities
-        if text:
+        if text and audio:
             resp.text_chars += len(text)
-            kind = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
-            self._emit(kind, **ids_, delta=text)
+            self._emit("response.output_audio_transcript.delta", **ids_, delta=text)
+        elif text:  # text replies stream word by word, each with its obfuscation padding ([PROBE 8])
+            resp.text_chars += len(text)
+            for word in split_words(text):
+                self._emit("response.output_text.delta", **ids_, delta=word, obfuscation=obfuscation(word))
         if pcm and audio:
+            if resp.first_audio_at is None:
+                resp.first_audio_at = time.monotonic()
             resp.audio_bytes += len(pcm)
             self.conversation.audio[item["id"]] = self.conversation.audio.get(item["id"], b"") + pcm
             self._voice_locked = True
@@ -287,6 +322,10 @@ class ResponseGeneration:
         )
         if resp.audio_begun and resp.output_stopped and not resp.cleared:
             self._emit("output_audio_buffer.stopped", response_id=resp.id)
+        if resp.conversation and (self._audio_out is None or not resp.audio_begun or resp.output_stopped):
+            # WS: the client plays the audio in real time from its first delta; WebRTC: on_output_stopped
+            played_until = (resp.first_audio_at or 0.0) + resp.audio_bytes / BYTES_PER_MS / 1000
+            self.on_reply_played(played_until - time.monotonic() if self._audio_out is None else 0.0)
 
     def _response_object(self, resp: ResponseState, status: str, details: Any, usage: Any) -> dict[str, Any]:
         obj = resp.as_object(status, details, usage)

@@ -1,4 +1,5 @@
-"""REST routes: client secrets, WebRTC calls, hangup (PROTOCOL.md 1.1, 2.1, 2.4)."""
+"""REST routes: client secrets, WebRTC calls, hangup (PROTOCOL.md 1.1, 2.1, 2.4), and the beta-era
+endpoints failing as the real service fails since the beta shut-down (PROTOCOL.md top, 1.2, 2.2, 5)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bridge.emulator.auth import bearer, invalid_key_error
-from bridge.emulator.session import SessionError, default_session, merge_session
+from bridge.emulator.engine_parts import ClientError
+from bridge.emulator.faults import REFUSAL_HEADERS, refusal_body
+from bridge.emulator.session_config import SessionError, check_request, new_session, session_from_secret
 from bridge.emulator.state import STATE, EmulatorState
+from bridge.emulator.validation import validate_named
 
 log = logging.getLogger(__name__)
 
@@ -27,54 +31,64 @@ def unauthorized(key: str | None) -> web.Response:
     return web.json_response({"error": invalid_key_error(key)}, status=401)
 
 
+BETA_MESSAGE = "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API."
+
+
+def beta_disabled() -> web.Response:
+    """The beta shape's answer since 2026-05-12: HTTP 400 ``beta_api_shape_disabled`` (PROTOCOL.md top)."""
+    return error_response(400, BETA_MESSAGE, "beta_api_shape_disabled")
+
+
+async def beta_endpoint(request: web.Request) -> web.Response:
+    """``POST /v1/realtime?model=`` (beta SDP), ``/v1/realtime/sessions``, ``/v1/realtime/transcription_sessions``."""
+    return beta_disabled()
+
+
+def refused(state: EmulatorState, model: str | None = None) -> web.Response | None:
+    """The refusal fault's answer (HTTP 500 / 429) while it lasts, else None."""
+    status = state.switches.refusing()
+    if status is None:
+        return None
+    body = refusal_body(status, model or state.config.default_model)
+    return web.json_response(body, status=status, headers=REFUSAL_HEADERS[status])
+
+
 def _session_for(state: EmulatorState, request_session: Any) -> dict[str, Any]:
-    """A full session object from a ``RealtimeSessionCreateRequestGA`` (raises SessionError)."""
-    if request_session is None:
-        return default_session(state.config.default_model)
-    if not isinstance(request_session, dict):
-        raise SessionError("invalid_type", "Invalid type for 'session': expected an object.", "session")
-    model = request_session.get("model", state.config.default_model)
-    base = default_session(model if isinstance(model, str) else state.config.default_model)
-    return merge_session(base, {"type": "realtime", **request_session, "model": base["model"]})
+    """A full session object from a ``RealtimeSessionCreateRequestGA`` or the transcription one (raises
+    SessionError); the model rule is the WS's ``?model=`` rule (PROTOCOL.md 3)."""
+    if request_session is not None:
+        check_request(request_session)
+    return new_session(request_session, state.config.default_model)
 
 
 async def client_secrets(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if "OpenAI-Beta" in request.headers:
+        return beta_disabled()
     key = bearer(request.headers.get("Authorization"))
     if not state.keys.is_api_key(key):
         return unauthorized(key)
+    refusal = refused(state)
+    if refusal is not None:
+        return refusal
     try:
         body = await request.json() if request.can_read_body else {}
     except json.JSONDecodeError:
         return error_response(400, "We could not parse the JSON body of your request.", "invalid_json")
-    if not isinstance(body, dict):
-        return error_response(400, "Expected a JSON object.", "invalid_type")
-    unknown = set(body) - {"expires_after", "session"}
-    if unknown:
-        name = sorted(unknown)[0]
-        return error_response(400, f"Unknown parameter: '{name}'.", "unknown_parameter", name)
+    try:
+        validate_named("RealtimeCreateClientSecretRequest", body)
+    except ClientError as err:
+        return error_response(400, err.message, err.code, err.param)
     cfg = state.config
-    expires = body.get("expires_after") or {}
-    seconds = expires.get("seconds", cfg.ek_ttl_default) if isinstance(expires, dict) else None
-    if not isinstance(seconds, int) or isinstance(seconds, bool):
-        return error_response(400, "Invalid 'expires_after.seconds'.", "invalid_type", "expires_after.seconds")
-    if seconds < cfg.ek_ttl_min:
+    seconds = (body.get("expires_after") or {}).get("seconds", cfg.ek_ttl_default)
+    if not cfg.ek_ttl_min <= seconds <= cfg.ek_ttl_max:  # the schema's bounds, unless a test narrowed them
         return error_response(
             400,
-            f"Invalid 'expires_after.seconds': Expected a value >= {cfg.ek_ttl_min}.",
-            "integer_below_min_value",
-            "expires_after.seconds",
-        )
-    if seconds > cfg.ek_ttl_max:
-        return error_response(
-            400,
-            f"Invalid 'expires_after.seconds': Expected a value <= {cfg.ek_ttl_max}.",
-            "integer_above_max_value",
+            f"Invalid 'expires_after.seconds': expected a value in {cfg.ek_ttl_min}..{cfg.ek_ttl_max}, got {seconds}.",
+            "integer_above_max_value" if seconds > cfg.ek_ttl_max else "integer_below_min_value",
             "expires_after.seconds",
         )
     session_req = body.get("session")
-    if isinstance(session_req, dict) and session_req.get("type", "realtime") != "realtime":
-        return error_response(400, "Only realtime sessions are emulated.", "invalid_value", "session.type")
     try:
         session = _session_for(state, session_req)
     except SessionError as err:
@@ -113,15 +127,20 @@ async def _read_offer(request: web.Request) -> tuple[str, Any]:
 
 async def create_call(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if "OpenAI-Beta" in request.headers:
+        return beta_disabled()
     key = bearer(request.headers.get("Authorization"))
     secret = state.keys.secret(key)
     is_api_key = state.keys.is_api_key(key)
     if secret is None and not is_api_key:
         return unauthorized(key)
+    refusal = refused(state)
+    if refusal is not None:
+        return refusal
     try:
         sdp, session_req = await _read_offer(request)
         if secret is not None:  # an ephemeral key carries its session (PROTOCOL.md 2.1)
-            session = merge_session(default_session(secret.session["model"]), _strip(secret.session))
+            session = session_from_secret(secret.session)
         else:
             session = _session_for(state, session_req)
     except SessionError as err:
@@ -151,11 +170,6 @@ async def create_call(request: web.Request) -> web.Response:
     return web.Response(
         status=201, text=answer, content_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call.id}"}
     )
-
-
-def _strip(session: dict[str, Any]) -> dict[str, Any]:
-    """A stored full session as an update request (read-only fields dropped)."""
-    return {k: v for k, v in session.items() if k not in ("id", "object", "expires_at")}
 
 
 async def hangup(request: web.Request) -> web.Response:

@@ -2,6 +2,10 @@
 
 ``emu.base_url`` is ``http://127.0.0.1:PORT/v1`` (use it as ``OPENAI_BASE_URL`` / ``base_url=``),
 ``emu.api_key`` a key the emulator accepts, ``emu.log_events()`` every event logged so far.
+
+Faults (docs/emulator.md "Faults"): ``await emu.inject("drop", session=None, after_s=0, ...)`` (the same
+fields as ``POST /_emulator/faults``), ``emu.open_sessions()`` (``GET /_emulator/sessions``' list),
+``await emu.restart()``; ``emu.admin_url`` for a test that drives another process's emulator the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.emulator import admin
 from bridge.emulator.app import make_app
 from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.faults import parse_fault
 from bridge.emulator.state import STATE, EmulatorState
 
 TEST_API_KEY = "sk-test-emulator-0000000000000000"
@@ -42,6 +48,27 @@ class RunningEmulator:
     def server_events(self) -> list[dict[str, Any]]:
         """Every server event sent so far (audio payloads replaced by byte counts)."""
         return [r["event"] for r in self.log_events("out") if "type" in r["event"] and r["transport"] != "rest"]
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{admin.PREFIX}"
+
+    async def inject(self, kind: str, session: str | None = None, **fields: Any) -> list[str]:
+        """Apply a fault now (``after_s=`` to arm it); returns the session ids it concerns.
+
+        ``session`` is a session id or call id (None: every open session). Raises ``FaultError`` for a fault
+        that makes no sense and ``LookupError`` when ``session`` names no open session.
+        """
+        fault = parse_fault({"kind": kind, "session": session, **fields})
+        return await admin.apply_fault(self.state, fault)
+
+    def open_sessions(self) -> list[dict[str, Any]]:
+        """The open sessions with their conversation context (the admin API's ``sessions`` list)."""
+        return list(admin.sessions_json(self.state)["sessions"])
+
+    async def restart(self) -> list[str]:
+        """Every session, key and call forgotten, every connection dropped; returns the session ids."""
+        return await admin.restart(self.state)
 
 
 @contextlib.asynccontextmanager

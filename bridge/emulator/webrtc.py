@@ -14,9 +14,14 @@ Wiring (PROTOCOL.md 2.3; docs/architecture.md "Emulator engine"):
   what it SENT, PROTOCOL.md 2.3 "Truncation over WebRTC/SIP is automatic");
 - ``echo`` behaviour: each received 20 ms frame is queued to the output track in live mode and goes
   back out at the next deadline (the mouth-to-ear test path).
+- between replies the track sends silence: one 20 ms Opus frame every 20 ms for as long as the call is
+  up, as the real server does (docs/protocol-notes.md "Continuous RTP"); a client's silent-death detector
+  relies on it. A stalled session (:mod:`bridge.emulator.lifetime`) sends no RTP at all.
 
 The call ends on hangup (:meth:`RtcCall.aclose`), when the peer connection fails or closes, or when the
-engine closes the session (60-minute cap); every path closes both the peer and the engine.
+session ends (the maximum session length, a fault). A goodbye (``session_expired``, ``close``) lets the data
+channel drain what the session said last, closes the channel, then the peer goes away (PROTOCOL.md 6); a
+drop closes the peer at once. Every path closes both the peer and the engine.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from bridge.emulator.config import EmulatorConfig
 from bridge.emulator.engine import Engine
+from bridge.emulator.lifetime import Lifetime
 from bridge.protocol import ids
 from bridge.protocol.pcm import downsample_48k_to_24k, upsample_24k_to_48k
 from bridge.rtc.loopback import loopback_candidates
@@ -45,6 +52,7 @@ DATA_CHANNEL = "oai-events"
 CLIENT_QUEUE_MAX = 1000  # client events waiting for the engine (the engine is fast; this is a safety net)
 MAX_REPLY_SECONDS = 600  # reply audio held for the wire; beyond it the newest audio is dropped and counted
 SAMPLES_PER_MS = 48
+DRAIN_S = 1.0  # a goodbye waits at most this long for the data channel to send what is queued
 
 
 class ReplyOut:
@@ -114,8 +122,8 @@ class ReplyOut:
         """The next 20 ms of reply audio for the wire, or None (the track sends silence)."""
         if self._stop_due is not None:
             # The last frame's 20 ms have now been on the wire: the buffer is drained.
-            rid, self._stop_due = self._stop_due, None
-            self._engine.on_output_stopped(rid)
+            stopped, self._stop_due = self._stop_due, None
+            self._engine.on_output_stopped(stopped)
         rid = self._response_id
         if rid is None:
             return None
@@ -136,17 +144,32 @@ class ReplyOut:
         return frame
 
 
+class ServerTrack(PacedAudioTrack):
+    """The server's outgoing audio: paced frames (silence between replies); nothing while stalled."""
+
+    def __init__(self, pull: Any, lifetime: Lifetime, *, live: bool) -> None:
+        super().__init__(pull, live=live)
+        self._lifetime = lifetime
+
+    async def recv(self) -> Any:
+        if self._lifetime.stalled:
+            await self._lifetime.wait_closed()  # a silent death: no RTP until the session is torn down
+            raise MediaStreamError
+        return await super().recv()
+
+
 class RtcCall:
     """One WebRTC call: the peer connection, its data channel and audio, bound to one engine."""
 
     def __init__(self, engine: Engine, config: EmulatorConfig) -> None:
         self.id = ids.rtc_call_id()
         self.engine = engine
+        engine.call_id = self.id
         self.config = config
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.echo = getattr(engine.behaviour, "name", "") == "echo"
+        self.echo = engine.behaviour.echoes_input
         self.out = ReplyOut(engine)
-        self.track = PacedAudioTrack(self.out.pull, live=self.echo)
+        self.track = ServerTrack(self.out.pull, engine.lifetime, live=self.echo)
         self.receiver = AudioReceiver(self._on_audio)
         self.channel: RTCDataChannel | None = None
         self.client_events_dropped = 0
@@ -249,7 +272,25 @@ class RtcCall:
         """Hang up: close the peer and the engine. Idempotent; returns when everything is closed."""
         await asyncio.shield(self._close_soon())
 
+    async def _drain_channel(self) -> None:
+        """A goodbye: let the last events (e.g. ``session_expired``) leave, then close the channel."""
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return
+        drained = asyncio.Event()
+        channel.on("bufferedamountlow", drained.set)  # fires when bufferedAmount falls to 0 (the threshold)
+        try:
+            if channel.bufferedAmount > 0:
+                async with asyncio.timeout(DRAIN_S):
+                    await drained.wait()
+        except TimeoutError:
+            log.debug("call %s: data channel did not drain in %.1f s", self.id, DRAIN_S)
+        channel.close()
+
     async def _close(self) -> None:
+        lifetime = self.engine.lifetime
+        if lifetime.closed and not lifetime.abrupt and not lifetime.stalled:
+            await self._drain_channel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

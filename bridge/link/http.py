@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 from bridge.config import Credentials
-from bridge.errors import AuthError, ConnectError, ProtocolError
+from bridge.errors import AuthError, ConnectError, ProtocolError, QuotaError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +36,44 @@ def _host(url: str) -> str:
     return urlparse(url).netloc or url
 
 
-async def _error_text(resp: aiohttp.ClientResponse) -> str:
-    """``code: message`` from an OpenAI-style JSON error body, else the status line."""
+async def _error_body(resp: aiohttp.ClientResponse) -> tuple[str | None, str]:
+    """``(code, "code: message")`` from an OpenAI-style JSON error body, else ``(None, status line)``."""
     try:
         body = await resp.json(content_type=None)
-        err = body.get("error", body) if isinstance(body, dict) else {}
-        if isinstance(err, dict):
-            code = err.get("code") or err.get("type")
-            msg = err.get("message") or ""
-            return f"{code}: {msg}" if code else msg or f"HTTP {resp.status}"
-        return str(err)
     except (aiohttp.ContentTypeError, json.JSONDecodeError, ValueError):
-        return f"HTTP {resp.status} {resp.reason or ''}".strip()
+        return None, f"HTTP {resp.status} {resp.reason or ''}".strip()
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    if not isinstance(err, dict):
+        return None, str(err)
+    code = err.get("code") or err.get("type")
+    code = code if isinstance(code, str) else None
+    msg = err.get("message") or ""
+    return code, (f"{code}: {msg}" if code else msg or f"HTTP {resp.status}")
 
 
 async def check(resp: aiohttp.ClientResponse, what: str, expect: int = 200) -> None:
-    """Raise the right BridgeError for a non-``expect`` response."""
+    """Raise the right BridgeError for a non-``expect`` response: 401/403 a rejected key, 429 with
+    ``insufficient_quota`` an empty account (both final); other 429s and 5xx the service being busy or
+    failing (worth another try); anything else a refused request."""
     if resp.status == expect:
         return
-    detail = await _error_text(resp)
+    code, detail = await _error_body(resp)
+    line = f"{what} failed ({resp.status}): {detail}"
     if resp.status in (401, 403):
         raise AuthError(f"{what} rejected ({resp.status}): {detail}")
-    raise ProtocolError(f"{what} failed ({resp.status}): {detail}")
+    if code == "insufficient_quota":
+        raise QuotaError(line)
+    if resp.status == 429 or resp.status >= 500:
+        raise ServiceError(line)
+    raise ProtocolError(line)
 
 
 def client_error(exc: Exception, url: str) -> ConnectError:
     """One readable line: ``cannot reach HOST: Connection refused`` rather than aiohttp's repr."""
-    os_error = getattr(exc, "os_error", None)
-    reason = getattr(os_error, "strerror", None) or str(exc) or exc.__class__.__name__
+    reason = ""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or ""
+    reason = reason or str(exc) or exc.__class__.__name__
     return ConnectError(f"cannot reach {_host(url)}: {reason}")
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.link.base import ConnectTimings, RealtimeLink
+from bridge.link.base import WEBRTC, WS, ConnectTimings, LinkTraits, RealtimeLink, Transport
 
 
 class ScriptedLink(RealtimeLink):
-    def __init__(self, transport: str = "ws") -> None:
-        self.transport = transport  # type: ignore[misc]  # instance override of the ClassVar for tests
+    """Behaves like a link of ``transport`` (its :class:`LinkTraits`), or of any ``traits`` given."""
+
+    def __init__(self, transport: Transport = "ws", *, traits: LinkTraits | None = None) -> None:
+        super().__init__()
+        self.traits = traits or (WEBRTC if transport == "webrtc" else WS)
         self.sent: list[dict[str, Any]] = []
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(10_000)
         self.closed = False

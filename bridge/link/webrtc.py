@@ -14,6 +14,7 @@ from the event loop even when the microphone has a capture thread).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -24,8 +25,10 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from bridge.errors import ConnectError
+from bridge.faults import Faults
 from bridge.link import http as rest
-from bridge.link.base import ConnectTimings, RealtimeLink
+from bridge.link.base import WEBRTC, CloseInfo, CloseReason, ConnectTimings, RealtimeLink
+from bridge.media.paced import until_grid
 from bridge.media.track import MicTrack
 from bridge.rtc import fastpath, fec
 from bridge.rtc.receiver import AudioReceiver
@@ -34,10 +37,15 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 10.0
 EVENT_QUEUE_MAX = 10_000  # server events waiting for the runtime; overflow is a bug, logged and counted
+COUNTERS_S = 0.5  # how often the short send path's RTCP counters reach aiortc (its reports: every 0.5-1.5 s)
+SILENT_AFTER_S = 2.0
+"""The server streams audio for as long as a call is up, silence included (PROTOCOL.md 2.3; the emulator
+does too): this long without one RTP packet is a silent death (server gone, no FIN, ICE not failed yet)."""
+WATCH_S = 0.5
 
 
 class WebRTCLink(RealtimeLink):
-    transport = "webrtc"
+    traits = WEBRTC
 
     def __init__(
         self,
@@ -52,6 +60,7 @@ class WebRTCLink(RealtimeLink):
         fast_rtp: bool = True,
         uplink_thread: bool = True,
     ) -> None:
+        super().__init__()
         self._http = http
         self._api_base = api_base
         self._calls_url = calls_url or f"{api_base}/realtime/calls"
@@ -65,6 +74,9 @@ class WebRTCLink(RealtimeLink):
         self.receiver: AudioReceiver | None = None
         self.fast_stats: fastpath.FastStats | None = fastpath.FastStats() if fast_rtp else None
         self._uplink_thread = uplink_thread
+        self.uplink_faults = Faults("uplink", log)
+        """The microphone's send path: a fatal fault ends the connection (``uplink_failed``)."""
+        self._fast_send: fastpath.FastSend | None = None
         self._sender: Any = None
         self.loss = fec.LossTracker()
         """The server's reports of our uplink's packet loss (what the encoder's FEC follows)."""
@@ -80,13 +92,17 @@ class WebRTCLink(RealtimeLink):
         opened = asyncio.Event()
         dc.on("open", opened.set)
         dc.on("message", self._on_message)
-        dc.on("close", lambda: self._put(None))
+        dc.on("close", self._on_dc_close)
         self._mic.hold()  # until both ends' DTLS is up, which the open data channel proves (SCTP runs over it)
         sender = self._sender = pc.addTrack(self._mic)
         if self.fast_stats is not None:
             try:
                 fastpath.check_seam()
-                fastpath.FastSend(sender, self._mic, self.fast_stats, capture_thread=self._uplink_thread).install()
+                fast_send = fastpath.FastSend(
+                    sender, self._mic, self.fast_stats, self.uplink_faults, capture_thread=self._uplink_thread
+                )
+                fast_send.install()
+                self._fast_send = fast_send
             except fastpath.FastPathUnavailable as exc:
                 log.warning("short RTP paths unavailable (%s); using aiortc's", exc)
                 self.fast_stats = None
@@ -136,18 +152,32 @@ class WebRTCLink(RealtimeLink):
 
     def _on_state(self) -> None:
         assert self._pc is not None
-        log.info("peer connection %s", self._pc.connectionState)
-        if self._pc.connectionState in ("failed", "closed"):
-            self._put(None)
+        state = self._pc.connectionState
+        log.info("peer connection %s", state)
+        if state == "failed":
+            self._end(CloseInfo(CloseReason.NETWORK, "ICE failed"))
+        elif state == "closed":
+            self._end(CloseInfo(CloseReason.SERVER_CLOSED, "peer connection closed"))
+
+    def _on_dc_close(self) -> None:
+        self._end(CloseInfo(CloseReason.SERVER_CLOSED, "data channel closed"))
+
+    def _end(self, info: CloseInfo) -> None:
+        self.closed_because(info)
+        self._put(None)
 
     def _on_message(self, message: str | bytes) -> None:
         try:
             event = json.loads(message)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("dropped a malformed data-channel message (%d bytes)", len(message))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            self.malformed.record(message=f"a data-channel message that is not JSON ({len(message)} bytes)")
             return
         if isinstance(event, dict):
             self._put(event)
+        else:
+            self.malformed.record(
+                message=f"a data-channel message that is JSON but not an object ({type(event).__name__})"
+            )
 
     def _put(self, event: dict[str, Any] | None) -> None:
         try:
@@ -169,21 +199,77 @@ class WebRTCLink(RealtimeLink):
     def uplink_loss(self) -> dict[str, Any]:
         """The server's reports of our packet loss, and the loss the encoder's FEC is set for now."""
         smoothed = None if self.loss.smoothed is None else round(self.loss.smoothed, 2)
-        fec_pct = getattr(getattr(self._mic, "encoder", None), "loss_perc", None)
+        fec_pct = self._encoder.loss_perc if self._encoder is not None else None
         return {"reports": self.loss.reports, "smoothed_pct": smoothed, "fec_pct": fec_pct}
 
-    async def pump_audio(self) -> None:
-        """aiortc's sender pulls the mic track, so there is nothing to pump: this keeps the uplink's Opus FEC
-        at the loss the server reports (:mod:`bridge.rtc.fec`) until cancelled."""
-        encoder = getattr(self._mic, "encoder", None)
-        if self._sender is None or not hasattr(encoder, "expect_loss"):
-            await asyncio.Event().wait()
-        await fec.follow_reported_loss(self._sender, encoder, self.loss)
+    @property
+    def _encoder(self) -> fec.LossSetting | None:
+        return self._mic.encoder
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.receiver is not None:
+            st = self.receiver.stats
+            out["receiver"] = {
+                "frames_out": st.frames_out,
+                "concealed": st.concealed,
+                "late_dropped": st.late_dropped,
+                "duplicates": st.duplicates,
+                "reordered": st.reordered,
+                "wait_ms": round(self.receiver.wait_ms, 1),
+            }
+        if self.fast_stats is not None:
+            out["fast_rtp"] = dataclasses.asdict(self.fast_stats)
+        out["uplink_loss"] = self.uplink_loss()
+        out["uplink_errors"] = self.uplink_faults.count
+        out["malformed_messages"] = self.malformed.count
+        if self.dropped_events:
+            out["dropped_events"] = self.dropped_events
+        return out
+
+    async def run_media(self) -> None:
+        """aiortc's sender pulls the mic track, so there is nothing to pump. For as long as the connection
+        lives: keep the uplink's Opus FEC at the loss the server reports (:mod:`bridge.rtc.fec`), bring the
+        short send path's RTCP counters to aiortc, and end the connection if the uplink dies."""
+        async with asyncio.TaskGroup() as tg:
+            encoder = self._encoder
+            if self._sender is not None and encoder is not None:
+                tg.create_task(fec.follow_reported_loss(self._sender, encoder, self.loss), name="fec")
+            if self._fast_send is not None:
+                tg.create_task(self._publish_counters(self._fast_send), name="rtcp-counters")
+            tg.create_task(self._watch_uplink(), name="uplink-watch")
+            tg.create_task(self._watch_downlink(), name="downlink-watch")
+
+    async def _publish_counters(self, fast_send: fastpath.FastSend) -> None:
+        while True:
+            await asyncio.sleep(until_grid(COUNTERS_S))
+            fast_send.publish_counters()
+
+    async def _watch_downlink(self) -> None:
+        """End the connection (``silent``) when no RTP has arrived for :data:`SILENT_AFTER_S`."""
+        loop = asyncio.get_running_loop()
+        last, since = -1, loop.time()
+        while True:
+            await asyncio.sleep(until_grid(WATCH_S))
+            received = self.receiver.stats.window.received if self.receiver is not None else 0
+            now = loop.time()
+            if received != last:
+                last, since = received, now
+            elif now - since >= SILENT_AFTER_S:
+                log.warning("no audio from the server for %.1f s: the connection is dead", now - since)
+                self._end(CloseInfo(CloseReason.SILENT, f"no audio from the server for {now - since:.1f} s"))
+                return
+
+    async def _watch_uplink(self) -> None:
+        exc = await self.uplink_faults.wait_fatal()
+        log.error("the microphone uplink failed: %s", exc)
+        self._end(CloseInfo(CloseReason.UPLINK_FAILED, f"{type(exc).__name__}: {exc}"))
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self.closed_because(CloseInfo(CloseReason.HANGUP))
         if self.call_id:
             await rest.hangup(self._http, self._api_base, self.call_id, self._hangup_key)
         if self._fast_receive is not None:

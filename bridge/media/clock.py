@@ -46,6 +46,9 @@ class LoopClock:
 REAL_CLOCK = LoopClock()
 
 
+_EPSILON = 1e-9  # deadlines computed by adding float steps land within this of the intended instant
+
+
 class _VirtualTimer:
     def __init__(self) -> None:
         self.cancelled = False
@@ -91,15 +94,19 @@ class VirtualClock:
         at its own deadline (and letting woken tasks run before time moves on)."""
         end = self.t + seconds
         await _settle()
-        while self._due and self._due[0][0] <= end:
+        while self._due and self._due[0][0] <= end + _EPSILON:
             due, _, fn, timer = heapq.heappop(self._due)
             if timer.cancelled:
                 continue
             self.t = max(self.t, due)
             fn()
             await _settle()
-        self.t = end
+        self.t = max(self.t, end)
         await _settle()
+
+    async def advance_to(self, t: float) -> None:
+        """Move time forward to ``t`` (see :meth:`advance`)."""
+        await self.advance(max(0.0, t - self.t))
 
 
 async def _settle(rounds: int = 5) -> None:

@@ -82,7 +82,7 @@ class PacedSource(AudioSource):
         if now < deadline:
             await self._clock.sleep(deadline - now)
         elif now - deadline > self._max_lag:
-            skip = int((now - deadline) / FRAME_S)
+            skip = int((now - deadline) / FRAME_S + 1e-9)  # whole frames late (float steps land just short)
             self._index += skip
             self.dropped += skip
             deadline += skip * FRAME_S

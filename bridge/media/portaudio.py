@@ -26,7 +26,8 @@ def sounddevice_module() -> ModuleType:
         import sounddevice
     except OSError as exc:  # "PortAudio library not found"
         raise AudioError(PORTAUDIO_MISSING) from exc
-    return sounddevice
+    module: ModuleType = sounddevice
+    return module
 
 
 def rescan() -> None:

@@ -18,7 +18,8 @@ def to_mono(block: np.ndarray) -> np.ndarray:
         return block
     if block.shape[1] == 1:
         return block[:, 0]
-    return block.astype(np.int32).mean(axis=1).astype(np.int16)
+    mono: np.ndarray = block.astype(np.int32).mean(axis=1).astype(np.int16)
+    return mono
 
 
 class LinearResampler:
@@ -56,4 +57,5 @@ class LinearResampler:
         out = np.interp(positions, np.arange(len(x)), x)
         self._pos = positions[-1] + self.step - len(block)
         self._prev = float(x[-1])
-        return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+        pcm: np.ndarray = np.clip(np.round(out), -32768, 32767).astype(np.int16)
+        return pcm

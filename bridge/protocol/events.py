@@ -61,6 +61,7 @@ class ResponseDone:
     status: str
     reason: str | None
     output: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  # token counts (PROTOCOL.md 4: null in response.created)
 
 
 @dataclass(frozen=True)
@@ -182,47 +183,98 @@ TYPED = frozenset(
 """The event types :func:`parse` returns typed; one of these coming back as ``Other`` was malformed."""
 
 
+def _str(e: dict[str, Any], key: str) -> str:
+    value = e[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _opt_str(e: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    value = e.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _int(e: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = e.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # noqa: PLR0124 - NaN
+        raise TypeError(f"{key} is not a number")
+    return int(value)
+
+
+def _obj(e: dict[str, Any], key: str) -> dict[str, Any]:
+    value = e[key]
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is not an object")
+    return value
+
+
+def _item(e: dict[str, Any]) -> dict[str, Any]:
+    """A conversation item: an object with a string id; ``type``, ``role`` and ``content`` well typed if there."""
+    item = _obj(e, "item")
+    _str(item, "id")
+    _opt_str(item, "type")
+    _opt_str(item, "role")
+    content = item.get("content")
+    if content is not None and not (isinstance(content, list) and all(isinstance(c, dict) for c in content)):
+        raise TypeError("item.content is not a list of objects")
+    return item
+
+
 def _text_event(e: dict[str, Any], final: bool, key: str) -> AssistantText:
-    return AssistantText(e.get("response_id", ""), e.get("item_id", ""), e.get(key) or "", final)
+    return AssistantText(_opt_str(e, "response_id", "") or "", _str(e, "item_id"), _opt_str(e, key) or "", final)
 
 
 def parse(e: dict[str, Any]) -> Event:
-    """Turn one server event (already JSON-decoded) into a typed event; unknown or malformed ones are ``Other``."""
+    """Turn one server event (already JSON-decoded) into a typed event; unknown or malformed ones are ``Other``
+    (a field of a typed event that is missing or of the wrong type makes it malformed: it is never half-used)."""
     t = e.get("type")
     if not isinstance(t, str):
         return Other("", e)
     try:
         return _parse(t, e)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         return Other(t, e)
 
 
 def _parse(t: str, e: dict[str, Any]) -> Event:  # noqa: C901 - a flat dispatch table reads best
     match t:
         case "session.created" | "session.updated":
-            return SessionChanged(t, e["session"])
+            return SessionChanged(t, _obj(e, "session"))
         case "input_audio_buffer.speech_started":
-            return SpeechStarted(int(e["audio_start_ms"]), e["item_id"])
+            return SpeechStarted(_int(e, "audio_start_ms"), _str(e, "item_id"))
         case "input_audio_buffer.speech_stopped":
-            return SpeechStopped(int(e["audio_end_ms"]), e["item_id"])
+            return SpeechStopped(_int(e, "audio_end_ms"), _str(e, "item_id"))
         case "conversation.item.added" | "conversation.item.done" | "conversation.item.created":
-            return ItemAdded(e["item"], e.get("previous_item_id"), t == "conversation.item.done")
+            return ItemAdded(_item(e), _opt_str(e, "previous_item_id"), t == "conversation.item.done")
         case "conversation.item.input_audio_transcription.delta":
-            return InputTranscript(e["item_id"], e.get("delta") or "", False)
+            return InputTranscript(_str(e, "item_id"), _opt_str(e, "delta") or "", False)
         case "conversation.item.input_audio_transcription.completed":
-            return InputTranscript(e["item_id"], e.get("transcript") or "", True)
+            return InputTranscript(_str(e, "item_id"), _opt_str(e, "transcript") or "", True)
         case "conversation.item.input_audio_transcription.failed":
-            return InputTranscript(e["item_id"], "", True, failed=True)
+            return InputTranscript(_str(e, "item_id"), "", True, failed=True)
         case "response.created":
-            return ResponseCreated(e["response"]["id"])
+            return ResponseCreated(_str(_obj(e, "response"), "id"))
         case "response.done":
-            r = e["response"]
+            r = _obj(e, "response")
             details = r.get("status_details") or {}
-            return ResponseDone(r["id"], r.get("status", ""), details.get("reason"), r.get("output") or [])
+            if not isinstance(details, dict):
+                raise TypeError("status_details is not an object")
+            output = r.get("output") or []
+            if not isinstance(output, list):
+                raise TypeError("output is not a list")
+            reason = _opt_str(details, "reason")
+            usage = r.get("usage")  # informational: a wrong-typed usage is dropped, not the event
+            usage = usage if isinstance(usage, dict) else None
+            return ResponseDone(_str(r, "id"), _opt_str(r, "status", "") or "", reason, output, usage)
         case "response.output_item.added":
-            return OutputItemAdded(e["response_id"], e["item"])
+            return OutputItemAdded(_str(e, "response_id"), _item(e))
         case "response.output_audio.delta":
-            return AudioDelta(e["response_id"], e["item_id"], int(e.get("content_index", 0)), e["delta"])
+            return AudioDelta(_str(e, "response_id"), _str(e, "item_id"), _int(e, "content_index", 0), _str(e, "delta"))
         case "response.output_audio_transcript.delta" | "response.output_text.delta":
             return _text_event(e, False, "delta")
         case "response.output_audio_transcript.done":
@@ -230,19 +282,21 @@ def _parse(t: str, e: dict[str, Any]) -> Event:  # noqa: C901 - a flat dispatch 
         case "response.output_text.done":
             return _text_event(e, True, "text")
         case "output_audio_buffer.started" | "output_audio_buffer.stopped" | "output_audio_buffer.cleared":
-            return OutputAudioBuffer(t.rsplit(".", 1)[1], e.get("response_id"))
+            return OutputAudioBuffer(t.rsplit(".", 1)[1], _opt_str(e, "response_id"))
         case "conversation.item.truncated":
-            return ItemTruncated(e["item_id"], int(e.get("content_index", 0)), int(e["audio_end_ms"]))
+            return ItemTruncated(_str(e, "item_id"), _int(e, "content_index", 0), _int(e, "audio_end_ms"))
         case "response.function_call_arguments.done":
-            return FunctionCall(e["response_id"], e["item_id"], e["call_id"], e["name"], e["arguments"])
+            return FunctionCall(
+                _str(e, "response_id"), _str(e, "item_id"), _str(e, "call_id"), _str(e, "name"), _str(e, "arguments")
+            )
         case "error":
-            err = e["error"]
+            err = _obj(e, "error")
             return ServerError(
-                err.get("type") or "error",
-                err.get("code"),
-                err.get("message") or "",
-                err.get("param"),
-                err.get("event_id"),
+                _opt_str(err, "type") or "error",
+                _opt_str(err, "code"),
+                _opt_str(err, "message") or "",
+                _opt_str(err, "param"),
+                _opt_str(err, "event_id"),
             )
         case _:
             return Other(t, e)

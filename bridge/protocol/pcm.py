@@ -38,8 +38,10 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     if samples.dtype == np.int16:
         return samples
     if np.issubdtype(samples.dtype, np.floating):
-        return np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
-    return np.clip(samples, -32768, 32767).astype(np.int16)
+        scaled: np.ndarray = np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+        return scaled
+    clipped: np.ndarray = np.clip(samples, -32768, 32767).astype(np.int16)
+    return clipped
 
 
 def downsample_48k_to_24k(pcm48: np.ndarray) -> np.ndarray:

@@ -18,11 +18,14 @@ quarter off the bridge's CPU in a call (13.4 -> 10.1 % of a core, docs/benchmark
   Per frame: one Opus encode (:class:`bridge.rtc.opus.LibopusEncoder`), one precomputed RTP header (the
   same fields and ``sdes:mid`` extension aiortc writes) patched with sequence number and timestamp, SRTP
   protect with the DTLS transport's send session, one ``sendto`` on aioice's nominated pair. The counters
-  aiortc's RTCP sender reports read (packet and octet counts, RTP and NTP timestamps) are kept current.
+  aiortc's RTCP sender reports read (packet and octet counts, RTP and NTP timestamps) are kept per packet
+  in one immutable object and copied into the sender on the loop (:meth:`FastSend.publish_counters`,
+  called by the link at least once per RTCP interval), so a report never mixes two packets.
   With a sound card as the microphone all of this runs in PortAudio's input thread, as the frame is cut
   (:meth:`bridge.media.track.MicTrack.capture`): the event loop does not wake for the uplink at all, which
   on this machine costs more than the work (docs/benchmarks.md, CPU). That thread writes with its own
-  ``dup`` of the socket, and the send session gets a lock, since aiortc's RTCP sender uses it from the loop.
+  ``dup`` of the socket, the send session gets a lock (aiortc's RTCP sender uses it from the loop), and it
+  reads no aiortc or aioice state: the loop tells it where to send whenever DTLS changes state.
 
 Both touch private names of aiortc 1.16 / aioice 0.13; :func:`check_seam` verifies each one against the
 installed versions, and when it fails the stock paths stay in place (one warning), so an upgrade degrades
@@ -32,7 +35,6 @@ tests/integration/test_rtc_fastpath_peers.py a call through both paths against a
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
@@ -53,6 +55,8 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket
 
+from bridge.faults import Faults
+from bridge.media.track import MicTrack
 from bridge.rtc.opus import FRAME_SAMPLES
 from bridge.rtc.receiver import AudioReceiver
 
@@ -192,7 +196,7 @@ class FastReceive:
         streams = self._streams.get(ssrc)
         if streams is None:
             streams = self._streams[ssrc] = StreamStatistics(codec.clockRate)
-        streams.add(_Seen(seq, timestamp))  # type: ignore[arg-type]
+        streams.add(_Seen(seq, timestamp))  # type: ignore[arg-type]  # reads only these two fields of a packet
         self.stats.rtp_in += 1
         if codec.mimeType.lower() != "audio/opus":
             self._audio.stats.unsupported += 1
@@ -204,22 +208,34 @@ class _LockedSrtp:
     """aiortc's send ``Session``, shared by the loop (RTCP reports) and the capture thread (RTP): a libsrtp
     session is not thread-safe, and pylibsrtp's calls release the GIL."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: pylibsrtp.Session) -> None:
         self._session = session
         self._lock = threading.Lock()
 
     def protect(self, data: bytes) -> bytes:
         with self._lock:
-            return self._session.protect(data)  # type: ignore[no-any-return]
+            return bytes(self._session.protect(data))
 
     def protect_rtcp(self, data: bytes) -> bytes:
         with self._lock:
-            return self._session.protect_rtcp(data)  # type: ignore[no-any-return]
+            return bytes(self._session.protect_rtcp(data))
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """What aiortc's RTCP sender report reads, from one packet: published as one object, so a report never
+    mixes the NTP time of one packet with the RTP time of another."""
+
+    ntp_timestamp: int = 0
+    rtp_timestamp: int = 0
+    octet_count: int = 0
+    packet_count: int = 0
 
 
 class _Packets:
-    """One 20 ms frame -> one SRTP packet for aioice's nominated pair, keeping the counters aiortc's RTCP
-    sender reports read. Used by the loop or by the capture thread, never both."""
+    """One 20 ms frame -> one SRTP packet for aioice's nominated pair. Used by the loop or by the capture
+    thread, never both. The counters aiortc's RTCP sender reports read are kept in :attr:`counters` (one
+    immutable object, replaced per packet) and copied into the sender on the loop by :meth:`publish`."""
 
     def __init__(self, sender: RTCRtpSender, codec: Any, encode: Any, stats: FastStats, srtp: Any) -> None:
         self._sender = sender
@@ -227,24 +243,38 @@ class _Packets:
         self._encode = encode
         self._srtp = srtp
         self.stats = stats
+        self.counters = _Counters(
+            octet_count=getattr(sender, _S + "octet_count"), packet_count=getattr(sender, _S + "packet_count")
+        )
         self._sequence = random.randint(0, 0xFFFF)
         self._origin = random.randint(0, 0xFFFFFFFF)
 
     def packet(self, pcm: Any, index: int) -> bytes:
-        sender, header = self._sender, self._header
+        header = self._header
         payload = self._encode(pcm)
         timestamp = (self._origin + index * FRAME_SAMPLES) & 0xFFFFFFFF
         struct.pack_into("!HI", header, 2, self._sequence, timestamp)
         data = self._srtp.protect(bytes(header) + payload)
         now = time.time()
         secs = int(now)
-        setattr(sender, _S + "ntp_timestamp", ((secs + NTP_EPOCH_OFFSET) << 32) | int((now - secs) * 2**32))
-        setattr(sender, _S + "rtp_timestamp", timestamp)
-        setattr(sender, _S + "octet_count", getattr(sender, _S + "octet_count") + len(payload))
-        setattr(sender, _S + "packet_count", getattr(sender, _S + "packet_count") + 1)
+        before = self.counters
+        self.counters = _Counters(
+            ntp_timestamp=((secs + NTP_EPOCH_OFFSET) << 32) | int((now - secs) * 2**32),
+            rtp_timestamp=timestamp,
+            octet_count=before.octet_count + len(payload),
+            packet_count=before.packet_count + 1,
+        )
         self.stats.rtp_out += 1
         self._sequence = (self._sequence + 1) & 0xFFFF
-        return data
+        return bytes(data)
+
+    def publish(self) -> None:
+        """Loop only: copy the latest counters into the sender, where its RTCP task (also on the loop) reads them."""
+        c, sender = self.counters, self._sender
+        setattr(sender, _S + "ntp_timestamp", c.ntp_timestamp)
+        setattr(sender, _S + "rtp_timestamp", c.rtp_timestamp)
+        setattr(sender, _S + "octet_count", c.octet_count)
+        setattr(sender, _S + "packet_count", c.packet_count)
 
 
 def _template(sender: RTCRtpSender, codec: Any) -> bytearray:
@@ -264,64 +294,78 @@ def _template(sender: RTCRtpSender, codec: Any) -> bytearray:
 class _CaptureThreadSend:
     """``send(pcm, index)`` for :meth:`bridge.media.track.MicTrack.capture`: runs in PortAudio's input
     thread and writes with its own ``dup`` of aioice's socket (a UDP ``sendto`` is one syscall; the loop's
-    transport is not thread-safe). Nothing raises out of it: failures are counted, the first one logged."""
+    transport is not thread-safe). It reads nothing of aiortc's or aioice's: the loop publishes where to
+    send (:meth:`route_to`, or ``None`` while DTLS is not connected). Nothing raises out of it: a failed
+    send is counted and the first logged (``faults``)."""
 
-    def __init__(self, sender: RTCRtpSender, dtls: Any, conn: Any, packets: _Packets) -> None:
-        self._sender, self._dtls, self._conn, self._packets = sender, dtls, conn, packets
-        self._pair: Any = None
-        self._sock: socket.socket | None = None
+    def __init__(self, packets: _Packets, faults: Faults) -> None:
+        self._packets = packets
+        self._faults = faults
+        self._route: tuple[socket.socket, Any] | None = None
         self._closed = False
         self._lock = threading.Lock()
 
-    def __call__(self, pcm: Any, index: int) -> None:
-        with self._lock:  # close() waits for a send in progress: the socket is never closed under it
-            if self._closed or not self._sender._enabled:
-                return
-            try:
-                pair = self._conn._nominated.get(1)
-                if pair is None or self._dtls.state != "connected" or pair.protocol.transport is None:
-                    return  # the call is ending; the loop notices and stops the track
-                if pair is not self._pair:
-                    self._reopen(pair)
-                assert self._sock is not None
-                self._sock.sendto(self._packets.packet(pcm, index), pair.remote_addr)
-            except Exception:
-                self._packets.stats.send_errors += 1
-                if self._packets.stats.send_errors == 1:
-                    log.exception("sending audio from the capture thread failed (later failures only counted)")
-
-    def _reopen(self, pair: Any) -> None:
-        fd = pair.protocol.transport.get_extra_info("socket").fileno()
-        if self._sock is not None:
-            self._sock.close()
+    def route_to(self, fd: int | None, addr: Any) -> None:
+        """Loop: send to ``addr`` through a dup of socket ``fd`` from now on (``None``: send nothing)."""
+        sock = socket.socket(fileno=os.dup(fd)) if fd is not None else None
         # a dup shares the non-blocking flag: a full send buffer raises (counted) instead of waiting
-        self._sock, self._pair = socket.socket(fileno=os.dup(fd)), pair
+        with self._lock:
+            old, self._route = self._route, ((sock, addr) if sock is not None and not self._closed else None)
+        if old is not None:
+            old[0].close()
+        if sock is not None and self._route is None:
+            sock.close()
+
+    def __call__(self, pcm: Any, index: int) -> None:
+        with self._lock:  # close() and route_to() wait for a send in progress: no socket closed under it
+            route = self._route
+            if route is None:
+                return  # not connected (yet, or any more): the loop notices and ends the call
+            try:
+                route[0].sendto(self._packets.packet(pcm, index), route[1])
+            except Exception as exc:
+                self._packets.stats.send_errors += 1
+                self._faults.record(exc)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._sock is not None:
-                self._sock.close()
+            route, self._route = self._route, None
+        if route is not None:
+            route[0].close()
 
 
 class FastSend:
     """Outgoing audio: encoded frames from a :class:`bridge.media.track.MicTrack`, one ``sendto`` each,
-    from the microphone's capture thread when it has one (``capture_thread``), else from the loop."""
+    from the microphone's capture thread when it has one (``capture_thread``), else from the loop.
 
-    def __init__(self, sender: RTCRtpSender, track: Any, stats: FastStats, *, capture_thread: bool = True) -> None:
-        if getattr(track, "encoder", None) is None:
+    A send loop that dies for any reason other than the end of the call is fatal to the uplink
+    (``faults``): the connection ends with a typed reason instead of carrying on with a dead microphone.
+    """
+
+    def __init__(
+        self, sender: RTCRtpSender, track: MicTrack, stats: FastStats, faults: Faults, *, capture_thread: bool = True
+    ) -> None:
+        if track.encoder is None:
             raise FastPathUnavailable("the mic track has no Opus encoder")
         self._sender = sender
         self._track = track
         self.stats = stats
+        self.faults = faults
         self._capture_thread = capture_thread
+        self._packets: _Packets | None = None
 
     def install(self) -> None:
         """Replace the sender's RTP loop; call after ``addTrack`` and before the answer is applied."""
         for name in SENDER_ATTRS:
             if not hasattr(self._sender, name):
                 raise FastPathUnavailable(f"aiortc sender has no {name}")
-        self._sender._run_rtp = self._run  # type: ignore[method-assign]
+        self._sender._run_rtp = self._run  # type: ignore[method-assign]  # the seam: an instance override
+
+    def publish_counters(self) -> None:
+        """Loop: bring aiortc's sender-report counters up to date (call at least once per RTCP interval)."""
+        if self._packets is not None:
+            self._packets.publish()
 
     async def _run(self, codec: Any) -> None:
         sender = self._sender
@@ -329,20 +373,29 @@ class FastSend:
         try:
             dtls = sender.transport
             conn = _ice_connection(dtls)
+            assert self._track.encoder is not None
             encode = self._track.encoder.encode
-            if self._capture_thread and hasattr(self._track, "capture"):
+            if self._capture_thread:
                 if not isinstance(dtls._tx_srtp, _LockedSrtp):
-                    dtls._tx_srtp = _LockedSrtp(dtls._tx_srtp)
-                packets = _Packets(sender, codec, encode, self.stats, dtls._tx_srtp)
-                send = _CaptureThreadSend(sender, dtls, conn, packets)
+                    # the RTCP sender protects from the loop, this thread from PortAudio's: one lock for both
+                    dtls._tx_srtp = _LockedSrtp(dtls._tx_srtp)  # type: ignore[assignment]
+                self._packets = _Packets(sender, codec, encode, self.stats, dtls._tx_srtp)
+                send = _CaptureThreadSend(self._packets, self.faults)
                 self.stats.uplink = "capture thread"
+
+                def reroute() -> None:
+                    self._route(send, dtls, conn)
+
                 try:
+                    reroute()
+                    dtls.on("statechange", reroute)
                     if await self._track.capture(send):
                         return
                 finally:
+                    dtls.remove_listener("statechange", reroute)
                     send.close()
-                self.stats.uplink = "loop"  # the source has no capture thread
-            packets = _Packets(sender, codec, encode, self.stats, dtls._tx_srtp)
+                self.stats.uplink = "loop"  # the microphone has no capture thread
+            self._packets = packets = _Packets(sender, codec, encode, self.stats, dtls._tx_srtp)
             while True:
                 pcm, index = await self._track.next_frame()
                 if not sender._enabled:
@@ -351,17 +404,26 @@ class FastSend:
                 if pair is None or dtls.state != "connected" or pair.protocol.transport is None:
                     raise ConnectionError("not connected")
                 pair.protocol.transport.sendto(packets.packet(pcm, index), pair.remote_addr)
-        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
-            pass
+        except (ConnectionError, MediaStreamError):
+            pass  # the call is ending: the track stopped or the transport went away
         except FastPathUnavailable as exc:  # negotiated something the short path does not write
             log.warning("short RTP send path unavailable (%s); using aiortc's", exc)
             del sender._run_rtp  # the class's own loop, for this sender
             await RTCRtpSender._run_rtp(sender, codec)
             return
-        except Exception:
-            log.exception("audio send loop failed")
+        except Exception as exc:  # anything else: the microphone is dead for this call
+            self.faults.fatal(exc)
         finally:
             self._end()
+
+    def _route(self, send: _CaptureThreadSend, dtls: Any, conn: Any) -> None:
+        """Loop: publish where the capture thread sends (the nominated pair's socket while DTLS is up)."""
+        pair = conn._nominated.get(1)
+        transport = None if pair is None else pair.protocol.transport
+        if dtls.state != "connected" or transport is None or not self._sender._enabled:
+            send.route_to(None, None)
+            return
+        send.route_to(transport.get_extra_info("socket").fileno(), pair.remote_addr)
 
     def _end(self) -> None:
         sender = self._sender

@@ -29,6 +29,8 @@ MAX_LOSS_PERC = 20  # past this, more FEC bits starve the speech; concealment ha
 
 
 class LossSetting(Protocol):
+    loss_perc: int
+
     def expect_loss(self, percent: int) -> None: ...
 
 
@@ -58,7 +60,7 @@ async def follow_reported_loss(sender: Any, encoder: LossSetting, tracker: LossT
     """Poll the sender's statistics and set the encoder's expected loss from each new report; runs until
     cancelled. A failing poll is logged once and retried: the call does not depend on it."""
     seen: Any = None
-    current = getattr(encoder, "loss_perc", -1)
+    current = encoder.loss_perc
     failed = False
     while True:
         await asyncio.sleep(POLL_S)

@@ -40,7 +40,7 @@ class _Patch:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
-        self.original: Callable[[bool, bool], list[str]] | None = None
+        self.original: Callable[..., list[str]] | None = None
 
     def enter(self) -> None:
         with self.lock:

@@ -33,6 +33,7 @@ import numpy as np
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from bridge.faults import Faults
 from bridge.rtc.opus import FRAME_SAMPLES, AvDecoder, LibopusDecoder, make_decoder
 from bridge.rtc.reorder import Packet, ReorderConfig, ReorderStats, ReorderWindow, Slot
 
@@ -160,6 +161,8 @@ class AudioReceiver:
         self._receiver: RTCRtpReceiver | None = None
         self._original_jb: Any = None
         self.stats = ReceiverStats(window=self._window.stats)
+        self.faults = Faults("reply audio consumer (on_audio)", logger)
+        """Errors of ``on_audio``: counted, the first logged with its traceback, the rest summed."""
         self.delays_ms: deque[float] = deque(maxlen=DELAY_HISTORY)
 
     # ---- wiring ------------------------------------------------------------------------------------
@@ -273,9 +276,9 @@ class AudioReceiver:
             frame = pcm[start : start + FRAME_SAMPLES]
             try:
                 self._on_audio(frame)
-            except Exception:
+            except Exception as exc:  # one bad frame must not end the call, nor log 50 tracebacks a second
                 self.stats.callback_errors += 1
-                logger.exception("on_audio failed")
+                self.faults.record(exc)
             self.stats.frames_out += 1
             done = self._clock()
             if not concealed:
@@ -288,5 +291,6 @@ def receiver_for_track(pc: Any, track: Any) -> RTCRtpReceiver:
     """The ``RTCRtpReceiver`` of a remote ``track`` of ``pc`` (call from ``pc.on("track")``)."""
     for transceiver in pc.getTransceivers():
         if transceiver.receiver.track is track:
-            return transceiver.receiver
+            receiver: RTCRtpReceiver = transceiver.receiver
+            return receiver
     raise LookupError("no receiver for this track")

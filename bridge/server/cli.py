@@ -2,6 +2,10 @@
 
 With no ``OPENAI_API_KEY`` (or with ``--offline``) the emulator runs in this process on a free loopback
 port and keys are minted there; one banner line says so. Then the URL to open is printed.
+``bridge serve tokens add|list|revoke`` manages the fleet's per-kiosk tokens (``bridge.server.kiosks``).
+
+SIGTERM/SIGINT: the listening socket closes first (stop accepting), then with ``--redis-url`` the live
+calls are handed over to other replicas (``CallManager.hand_over``), then the process exits 0.
 """
 
 from __future__ import annotations
@@ -14,90 +18,25 @@ import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from aiohttp import web
 
-from bridge.config import DEFAULT_MODEL, DEFAULT_VOICE, credentials, env, read_text_arg
 from bridge.errors import ConfigError
+from bridge.server import logs
 from bridge.server.app import make_app
-from bridge.server.settings import DEFAULT_TRANSCRIPTS_DIR, ServerSettings, find_web_root, normalize_origin
-
-if TYPE_CHECKING:
-    from bridge.agents.config import AgentSet
+from bridge.server.settings import ServerSettings, from_args, log_json_from_env, upstream
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-def build_settings(args: argparse.Namespace, api_key: str, api_base: str, offline: bool) -> ServerSettings:
-    """Flags first, then the environment (``BRIDGE_*``), then defaults."""
-    origins = []
-    for origin in args.allow_origin or []:
-        normalized = normalize_origin(origin)
-        if normalized is None:
-            raise ConfigError(f"--allow-origin must look like https://host[:port], got {origin!r}")
-        origins.append(normalized)
-    language = getattr(args, "language", None) or env("BRIDGE_TRANSCRIBE_LANGUAGE")
-    agents = _load_agents(getattr(args, "agents", None) or env("BRIDGE_AGENTS"))
-    return ServerSettings(
-        api_key=api_key,
-        api_base=api_base,
-        model=args.model or env("BRIDGE_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
-        voice=args.voice or env("BRIDGE_VOICE", DEFAULT_VOICE) or DEFAULT_VOICE,
-        instructions=read_text_arg(args.instructions or env("BRIDGE_INSTRUCTIONS")),
-        key_ttl=args.key_ttl,
-        transcription_language=language,
-        greeting=getattr(args, "greeting", None) or env("BRIDGE_GREETING"),
-        access_token=args.access_token or env("BRIDGE_ACCESS_TOKEN"),
-        allowed_origins=tuple(origins),
-        trust_forwarded=env("BRIDGE_TRUST_FORWARDED", "0") in ("1", "true", "yes"),
-        offline=offline,
-        relay_calls=_relay_calls(offline),
-        agents=agents,
-        transcripts_dir=Path(
-            getattr(args, "transcripts_dir", None) or env("BRIDGE_TRANSCRIPTS_DIR") or DEFAULT_TRANSCRIPTS_DIR
-        ),
-        max_calls=_int_setting(getattr(args, "max_calls", None), "BRIDGE_MAX_CALLS", 8),
-        web_root=find_web_root(getattr(args, "web_root", None)),
-    )
-
-
-def _load_agents(path: str | None) -> AgentSet | None:
-    """The agents file, validated at start-up: a bad file is one ConfigError (exit 1) listing every problem."""
-    if not path:
-        return None
-    from bridge.agents import load_agents
-
-    return load_agents(path)
-
-
-def _int_setting(flag: int | None, name: str, default: int) -> int:
-    if flag is not None:
-        return int(flag)
-    raw = env(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
-
-
-def _relay_calls(offline: bool) -> bool:
-    """``BRIDGE_CALLS=relay|direct``; by default the in-process emulator is reached through the relay."""
-    mode = (env("BRIDGE_CALLS") or ("relay" if offline else "direct")).lower()
-    if mode not in ("relay", "direct"):
-        raise ConfigError(f"BRIDGE_CALLS must be relay or direct, got {mode!r}")
-    return mode == "relay"
-
-
 @contextlib.asynccontextmanager
-async def run_site(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
-    """Serve ``app`` on host:port (0 = a free port); yields the bound port."""
-    runner = web.AppRunner(app, access_log=None)
+async def run_site(app: web.Application, host: str, port: int, shutdown_timeout: float = 60.0) -> AsyncIterator[int]:
+    """Serve ``app`` on host:port (0 = a free port); yields the bound port. On exit the socket closes first,
+    then in-flight requests get ``shutdown_timeout`` seconds."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -121,7 +60,12 @@ async def emulator_upstream() -> AsyncIterator[str]:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    creds = credentials(api_base=args.api_base)
+    if getattr(args, "serve_command", None) == "tokens":
+        from bridge.server.kiosks import tokens_main
+
+        logs.configure(log_json_from_env())
+        return await tokens_main(args)
+    creds = upstream(args)
     offline = bool(args.offline or not creds.api_key)
     async with contextlib.AsyncExitStack() as stack:
         if offline:
@@ -132,15 +76,20 @@ async def serve(args: argparse.Namespace) -> int:
         else:
             assert creds.api_key is not None
             api_base, api_key = creds.api_base, creds.api_key
-        settings = build_settings(args, api_key, api_base, offline)
-        if args.host not in LOOPBACK_HOSTS and settings.access_token is None:
+        settings = from_args(args, api_key, api_base, offline)
+        logs.configure(settings.log_json, settings.api_key, settings.access_token, settings.redis_url)
+        if args.host not in LOOPBACK_HOSTS and not settings.tokens_required:
             print(
                 "bridge serve: warning: listening beyond loopback with no --access-token; anyone who can "
                 "reach this port can spend your API credit",
                 file=sys.stderr,
                 flush=True,
             )
-        port = await stack.enter_async_context(run_site(make_app(settings), args.host, args.port))
+        if settings.redis_url is not None:
+            print(f"bridge serve: fleet replica {settings.replica_id}, shared state in {_redis_where(settings)}",
+                  flush=True)  # fmt: skip
+        grace = settings.upstream_timeout + 5.0
+        port = await stack.enter_async_context(run_site(make_app(settings), args.host, args.port, grace))
         shown = f"[{args.host}]" if ":" in args.host else args.host
         if settings.agents is not None:
             names = ", ".join(settings.agents.agents)
@@ -151,7 +100,16 @@ async def serve(args: argparse.Namespace) -> int:
             )
         print(f"bridge serve: open http://{shown}:{port}/ in a browser (Ctrl-C to stop)", flush=True)
         await _wait_for_signal()
+        log.info("stopping: no new connections%s", "; handing calls over" if settings.fleet else "")
     return 0
+
+
+def _redis_where(settings: ServerSettings) -> str:
+    """``redis://host:port/db (prefix p)`` without user or password."""
+    assert settings.redis_url is not None
+    u = urlparse(settings.redis_url)
+    where = f"{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}"
+    return f"{where} (prefix {settings.redis_prefix})"
 
 
 async def _wait_for_signal() -> None:

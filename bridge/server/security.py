@@ -1,11 +1,14 @@
 """Abuse protection for the mint endpoint and strict headers for every response.
 
 A public mint endpoint spends the key owner's money, so minting is guarded by (in order) an Origin check
-for browsers, an optional bearer access token, a per-client token bucket and a small body limit.
+for browsers, a small body limit, the caller's identity (an optional shared bearer access token, or a
+per-kiosk token with a shared store), then the limits of :mod:`bridge.server.store` (per-client and
+per-token buckets, call caps, minutes per day).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 import time
@@ -45,6 +48,17 @@ class RateLimiter:
         self.refused = 0
         self._clock = clock
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def peek(self, key: str) -> float:
+        """The tokens ``key`` has now, without spending one or touching the table."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return float(self.burst)
+        return min(float(self.burst), bucket.tokens + (self._clock() - bucket.stamp) / self.period)
+
+    def wait(self, key: str) -> int:
+        """Whole seconds until ``key`` has a token again (at least 1)."""
+        return max(1, math.ceil((1.0 - self.peek(key)) * self.period))
 
     def take(self, key: str) -> float:
         """Spend one token for ``key``: 0.0 when allowed, else the seconds until a token is available."""
@@ -112,46 +126,46 @@ def access_token_ok(request: web.Request, expected: str | None) -> bool:
     return hmac.compare_digest(value.strip().encode(), expected.encode())
 
 
-def guard_mint(request: web.Request, settings: ServerSettings, limiter: RateLimiter) -> web.Response | None:
-    """Run every check for a mint request; the refusal response, or None to go ahead."""
-    return guard(request, settings, limiter, max_bytes=settings.max_body_bytes, action="request keys")
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, as far as this process can tell without the store.
 
-
-def guard(
-    request: web.Request,
-    settings: ServerSettings,
-    limiter: RateLimiter | None,
-    *,
-    max_bytes: int,
-    action: str,
-) -> web.Response | None:
-    """Origin, access token, declared body size and (with a ``limiter``) the rate limit, in that order.
-
-    Every endpoint that spends the owner's money (mint, server-created calls) or controls a call goes
-    through here; ``action`` finishes the 403 sentence ("This page's origin may not <action> here.").
+    ``credential`` is "shared" for the shared access token; a bearer that is not it may be a kiosk's token
+    (``token_hash``, resolved by the store); ``anonymous_ok`` says whether an unknown token may go on as
+    anonymous (no access token configured, no ``--require-token``).
     """
+
+    credential: str | None
+    token_hash: str | None
+    anonymous_ok: bool
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
+
+
+def identify(request: web.Request, settings: ServerSettings, kiosks: bool) -> Identity | None:
+    """The request's identity, or None when it must be refused with 401 (``access_token_required``).
+
+    ``kiosks``: per-kiosk tokens exist (a shared store); any other bearer token is looked up there.
+    """
+    token = bearer(request)
+    if token is not None and settings.access_token is not None and access_token_ok(request, settings.access_token):
+        return Identity("shared", None, True)
+    anonymous_ok = not settings.tokens_required
+    if token is not None and kiosks:
+        return Identity(None, hashlib.sha256(token.encode()).hexdigest(), anonymous_ok)
+    return Identity(None, None, True) if anonymous_ok else None
+
+
+def precheck(request: web.Request, settings: ServerSettings, *, max_bytes: int, action: str) -> web.Response | None:
+    """The checks that need no store: the Origin, then the declared body size."""
     if not origin_allowed(request, settings.allowed_origins):
         return json_error(403, "origin_not_allowed", f"This page's origin may not {action} here.")
-    if not access_token_ok(request, settings.access_token):
-        return json_error(
-            401,
-            "access_token_required",
-            "A valid access token is required to start a session.",
-            headers={"WWW-Authenticate": 'Bearer realm="bridge"'},
-        )
     if request.content_length is not None and request.content_length > max_bytes:
         return json_error(413, "request_too_large", f"Bodies are limited to {max_bytes} bytes.")
-    if limiter is None:
-        return None
-    wait = limiter.take(client_key(request, settings.trust_forwarded))
-    if wait > 0:
-        retry = max(1, math.ceil(wait))
-        return json_error(
-            429,
-            "rate_limited",
-            f"Too many sessions started from this address; try again in {retry} s.",
-            headers={"Retry-After": str(retry)},
-        )
     return None
 
 

@@ -190,10 +190,12 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
     page.keyboard.press("Escape")
     expect(page.locator("#drawer")).to_be_hidden()
 
-    step("typed message -> function call shown by name")
+    step("typed message -> function call shown by name (typed while a reply may still be running: it interrupts)")
     page.fill("#text", "What is the weather in Paris?")
     page.press("#text", "Enter")
     log_has(page, "response.function_call_arguments.done")
+    # typed right after the barge-in's reply started: never "conversation_already_has_active_response"
+    expect(page.locator('#log li[data-type="error"]')).to_have_count(0)
     transcript_turn(page, "user", "What is the weather in Paris?")
     transcript_turn(page, "function_call", "get_weather")
 

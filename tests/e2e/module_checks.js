@@ -4,6 +4,7 @@ async () => {
   const { Transcript, renderTranscript, handoffTarget } = await import("/js/transcript.js");
   const { EventLog, elide, category } = await import("/js/log.js");
   const { LatencyMeter, errorWords } = await import("/js/state.js");
+  const { TypedTurns } = await import("/js/turns.js");
   const fails = [];
   const check = (cond, msg) => { if (!cond) fails.push(msg); };
   const msg = (id, role, text, type = "input_text") => ({ id, type: "message", role, content: [{ type, text }] });
@@ -79,6 +80,28 @@ async () => {
   check(meter.observe("server", { type: "response.output_text.delta" }) === 180, "latency text");
   check(meter.median() === 300, `median ${meter.median()}`);
   check(errorWords({ type: "error", error: { code: "session_expired" } }).includes("time limit"), "error words");
+
+  // A message typed while the assistant answers interrupts it (cancel, clear) and goes once the cancelled
+  // response is done; typed while only the audio still streams, it clears the audio and goes at once.
+  const sent = [];
+  const turns = new TypedTurns((e) => sent.push(e.type));
+  check(turns.say("hi") === "sent" && sent.join() === "conversation.item.create,response.create", `idle ${sent}`);
+  sent.length = 0;
+  turns.observe({ type: "response.created", response: { id: "r1" } });
+  turns.observe({ type: "output_audio_buffer.started", response_id: "r1" });
+  check(turns.say("stop") === "queued" && turns.say("and this") === "queued", "queued during a reply");
+  check(sent.join() === "response.cancel,output_audio_buffer.clear", `interrupt ${sent}`);
+  sent.length = 0;
+  turns.observe({ type: "output_audio_buffer.cleared", response_id: "r1" });
+  check(sent.length === 0, "nothing before response.done");
+  turns.observe({ type: "response.done", response: { id: "r1", status: "cancelled" } });
+  check(sent.join() === "conversation.item.create,conversation.item.create,response.create", `flushed ${sent}`);
+  sent.length = 0;
+  turns.observe({ type: "response.created", response: { id: "r2" } });
+  turns.observe({ type: "output_audio_buffer.started", response_id: "r2" });
+  turns.observe({ type: "response.done", response: { id: "r2", status: "completed" } });
+  check(turns.say("next") === "sent" && sent.join() === "output_audio_buffer.clear,conversation.item.create,response.create",
+    `while the audio streams ${sent}`);
 
   // Every control is labelled (keyboard and screen-reader users).
   for (const el of document.querySelectorAll("input, select")) {

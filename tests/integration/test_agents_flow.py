@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,23 +20,21 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import AudioStreamTrack
 
 from bridge.agents import AgentController, AgentSet, load_agents
 from bridge.agents.sideband import create_call, run_sideband
-from bridge.app.run import WEBRTC_PLAYOUT_TARGET_MS
+from bridge.aio import task_group
+from bridge.call.connector import Connector
+from bridge.call.record import CallRecord
+from bridge.call.station import Station
 from bridge.config import Credentials
 from bridge.emulator.testing import RunningEmulator, running_emulator
-from bridge.link import http as rest
-from bridge.link.base import RealtimeLink
-from bridge.link.webrtc import WebRTCLink
-from bridge.link.ws import WebSocketLink
-from bridge.media.null import NullSink, NullSource
-from bridge.media.playout import PlayoutBuffer
-from bridge.media.track import MicTrack
-from bridge.protocol.session import realtime_session
+from bridge.link.base import Transport
+from bridge.protocol.session_config import realtime_session
 from bridge.rtc.loopback import loopback_candidates
-from bridge.session import Runtime
 from bridge.transcript import TranscriptWriter
+from tests.helpers import Quiet, until
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
@@ -48,25 +45,6 @@ USER_TURNS = {
     4: "한 70 정도요.",
 }
 EXPECTED_AGENT = ["triage", "korean_20s", "korean_20s", "empathetic", "empathetic", "empathetic"]
-
-
-class Quiet:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def line(self, who: str, text: str) -> None:
-        self.lines.append((who, text))
-
-    def error(self, text: str) -> None:
-        self.lines.append(("error", text))
-
-
-async def until(pred: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def responses_done(emu: RunningEmulator) -> int:
@@ -150,53 +128,32 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
         yield emu
 
 
-async def run_flow(tmp_path: Path, emu: RunningEmulator, http: aiohttp.ClientSession, transport: str) -> None:
+async def run_flow(tmp_path: Path, emu: RunningEmulator, http: aiohttp.ClientSession, transport: Transport) -> None:
+    """The client stack as ``bridge run`` builds it: a station (null devices playing in real time, so the
+    transcript writes a reply once it was heard), a connector, one connection with the agents' runtime."""
     agents = load_agents(AGENTS)
     ctrl = AgentController(agents)
     session = ctrl.session_config(realtime_session("gpt-realtime", "marin", None))
     session["audio"]["input"]["turn_detection"] = None  # text turns only: the test drives each response
-    box: list[Runtime] = []
-    link: RealtimeLink
-    if transport == "ws":
-        link = WebSocketLink(http, emu.base_url, "gpt-realtime", emu.api_key, None)
-    else:
-        creds = Credentials(api_key=emu.api_key, api_base=emu.base_url)
-        ek = await rest.mint_key(http, creds, session)
-        link = WebRTCLink(
-            http,
-            emu.base_url,
-            ek.value,
-            MicTrack(NullSource()),
-            lambda f: box[0].on_remote_audio(f),
-            hangup_key=emu.api_key,
-        )
     tw = TranscriptWriter(tmp_path / "t.jsonl")
     tw.open()
-    playout = PlayoutBuffer(target_ms=WEBRTC_PLAYOUT_TARGET_MS if transport == "webrtc" else None)  # as bridge run
-    rt = Runtime(link, playout, tw, Quiet(), tools=ctrl)
-    box.append(rt)
-    sink = NullSink()  # plays the replies in real time: the transcript writes a reply once it was heard
-    await sink.start(playout.pull)
-    await link.connect()
-    if transport == "ws":
-        await link.send({"type": "session.update", "session": {k: v for k, v in session.items() if k != "model"}})
-    pumps = [link.pump_audio()] if isinstance(link, WebRTCLink) else []
-    task = asyncio.create_task(rt.run(*pumps))
-    try:
-        if transport == "ws":
-            await drive(emu, rt.send, lambda: assistant_lines(tw.path))  # written once played
-        else:
-            # Over WebRTC the runtime holds the LAST reply's line until the next reply or the end of the
-            # call (idle silence frames keep counting as its audio), so go by the server's playback.
-            await drive(emu, rt.send, lambda: played_on_the_wire(emu))
-        check_server_side(emu, agents)  # while the call (and its engine) is still up
-    finally:
-        await link.aclose()
-        await sink.aclose()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        tw.close()
+    creds = Credentials(api_key=emu.api_key, api_base=emu.base_url)
+    station = Station.for_devices("null", "null", paced_replies=transport == "webrtc")
+    async with station.running(), task_group() as tg:
+        conn = await Connector(http, creds, station, transport=transport).open(session, CallRecord(tw, Quiet()), ctrl)
+        running = tg.create_task(conn.run())
+        try:
+            if transport == "ws":
+                await drive(emu, conn.runtime.send, lambda: assistant_lines(tw.path))  # written once played
+            else:
+                # Over WebRTC the runtime holds the LAST reply's line until the next reply or the end of the
+                # call (idle silence frames keep counting as its audio), so go by the server's playback.
+                await drive(emu, conn.runtime.send, lambda: played_on_the_wire(emu))
+            check_server_side(emu, agents)  # while the call (and its engine) is still up
+        finally:
+            await conn.aclose()
+            await asyncio.wait_for(running, 5)  # the runtime ends with its link
+    tw.close()
     check_transcript(tw.path)
     assert [h.to_agent for h in ctrl.history] == ["korean_20s", "empathetic"]
 
@@ -218,7 +175,7 @@ async def test_browser_call_through_the_sideband(tmp_path: Path) -> None:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             try:
                 channel = pc.createDataChannel("oai-events")
-                pc.addTrack(MicTrack(NullSource()))
+                pc.addTrack(AudioStreamTrack())  # a browser's microphone, silent
                 await pc.setLocalDescription(await pc.createOffer())
                 answer, call_id = await create_call(http, emu.base_url, emu.api_key, pc.localDescription.sdp, session)
                 from aiortc import RTCSessionDescription

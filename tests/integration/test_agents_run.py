@@ -12,7 +12,7 @@ from bridge.app.run import amain
 from bridge.emulator.testing import running_emulator
 from bridge.rtc.loopback import loopback_candidates
 from tests.audio import write_wav
-from tests.integration.test_run_e2e import run_args
+from tests.helpers import run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
@@ -36,7 +36,7 @@ async def test_bridge_run_with_agents(tmp_path: Path, monkeypatch: pytest.Monkey
     async with running_emulator(behaviour=f"script:{SCRIPT}", think_ms=20) as emu:
         monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
         with loopback_candidates():
-            args = run_args(tmp_path, emu.base_url, transport, 7.5, agents=str(AGENTS))
+            args = run_config(tmp_path, emu.base_url, transport, 7.5, agents=str(AGENTS))
             assert await amain(args) == 0
         errors = [e for e in emu.server_events() if e["type"] == "error"]
         assert not errors, errors

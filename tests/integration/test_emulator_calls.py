@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from spec_oracle import assert_valid_server_events
+from emulator_client import checked_emulator, offering_peer
 
-from bridge.emulator.session import default_session
-from bridge.emulator.testing import RunningEmulator, running_emulator
+from bridge.emulator.session_config import default_session
+from bridge.emulator.testing import RunningEmulator
 
 
 class StandInCall:
@@ -39,9 +39,8 @@ class StandInCall:
 
 @pytest.fixture
 async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(think_ms=0, reply_seconds=0.3, speed=20.0) as e:
+    async with checked_emulator(think_ms=0, reply_seconds=0.3, speed=20.0) as e:
         yield e
-        assert_valid_server_events(e.server_events())
 
 
 async def test_sideband_sees_call_events_and_can_drive_the_session(emu: RunningEmulator) -> None:
@@ -76,22 +75,12 @@ async def test_sideband_sees_call_events_and_can_drive_the_session(emu: RunningE
 
 
 async def test_sdk_creates_a_call_and_hangs_up(emu: RunningEmulator) -> None:
-    pytest.importorskip("bridge.emulator.webrtc", reason="WebRTC answerer not built")
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    from bridge.rtc.loopback import loopback_candidates
-
     client = openai.AsyncOpenAI(api_key=emu.api_key, base_url=emu.base_url)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        with loopback_candidates():
-            pc.createDataChannel("oai-events")
-            pc.addTransceiver("audio", direction="sendrecv")
-            await pc.setLocalDescription(await pc.createOffer())
-            answer = await client.realtime.calls.with_raw_response.create(
-                sdp=pc.localDescription.sdp,
-                session={"type": "realtime", "model": "gpt-realtime", "instructions": "hi"},
-            )
+    async with offering_peer() as pc:
+        answer = await client.realtime.calls.with_raw_response.create(
+            sdp=pc.localDescription.sdp,
+            session={"type": "realtime", "model": "gpt-realtime", "instructions": "hi"},
+        )
         assert answer.status_code == 201
         assert answer.headers["content-type"].startswith("application/sdp")
         location = answer.headers["location"]
@@ -103,35 +92,19 @@ async def test_sdk_creates_a_call_and_hangs_up(emu: RunningEmulator) -> None:
         assert call.engine.session["instructions"] == "hi"
         await client.realtime.calls.hangup(call_id)
         assert call_id not in emu.state.calls and call.engine.closed
-    finally:
-        await pc.close()
 
 
 async def test_calls_with_ephemeral_key_use_the_secret_session(emu: RunningEmulator) -> None:
-    pytest.importorskip("bridge.emulator.webrtc", reason="WebRTC answerer not built")
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    from bridge.rtc.loopback import loopback_candidates
-
     client = openai.AsyncOpenAI(api_key=emu.api_key, base_url=emu.base_url)
     secret = await client.realtime.client_secrets.create(
         session={"type": "realtime", "audio": {"output": {"voice": "cedar"}}}
     )
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        with loopback_candidates():
-            pc.createDataChannel("oai-events")
-            pc.addTransceiver("audio", direction="sendrecv")
-            await pc.setLocalDescription(await pc.createOffer())
-            async with aiohttp.ClientSession() as http:
-                headers = {"Authorization": f"Bearer {secret.value}", "Content-Type": "application/sdp"}
-                async with http.post(f"{emu.base_url}/realtime/calls", data=pc.localDescription.sdp,
-                                     headers=headers) as r:  # fmt: skip
-                    assert r.status == 201, await r.text()
-                    call_id = r.headers["Location"].split("/")[-1]
+    async with offering_peer() as pc, aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {secret.value}", "Content-Type": "application/sdp"}
+        async with http.post(f"{emu.base_url}/realtime/calls", data=pc.localDescription.sdp, headers=headers) as r:
+            assert r.status == 201, await r.text()
+            call_id = r.headers["Location"].split("/")[-1]
         call = emu.state.calls[call_id]
         assert call.engine.session["audio"]["output"]["voice"] == "cedar"
         assert json.dumps(call.engine.session)  # a plain JSON session
         await call.aclose()
-    finally:
-        await pc.close()

@@ -188,7 +188,7 @@ async def test_jsonl_log_replaces_audio_with_byte_counts(tmp_path: Path, http: a
     assert {r["dir"] for r in records} == {"in", "out"}
     assert all({"t", "dir", "transport", "session", "event"} <= r.keys() for r in records)
     append = next(r for r in records if r["event"].get("type") == "input_audio_buffer.append")
-    assert append["event"]["audio"] == 960 and append["transport"] == "websocket"
+    assert append["event"]["audio"] == 960 and append["transport"] == "ws"
     deltas = [r["event"]["delta"] for r in records if r["event"].get("type") == "response.output_audio.delta"]
     assert deltas and all(isinstance(d, int) for d in deltas) and sum(deltas) == int(0.2 * 24000) * 2
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
+from emulator_client import checked_emulator
 from spec_oracle import assert_valid_server_events
 
 from bridge.emulator.testing import RunningEmulator, running_emulator
@@ -43,9 +44,8 @@ async def collect_until(conn: Any, etype: str) -> list[Any]:
 
 @pytest.fixture
 async def emu() -> AsyncIterator[RunningEmulator]:
-    async with running_emulator(think_ms=0, reply_seconds=0.5, speed=20.0) as e:
+    async with checked_emulator(think_ms=0, reply_seconds=0.5, speed=20.0) as e:
         yield e
-        assert_valid_server_events(e.server_events())
 
 
 async def test_sdk_mints_client_secret(emu: RunningEmulator) -> None:

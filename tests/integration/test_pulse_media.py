@@ -20,11 +20,8 @@ import pytest
 
 from bridge.media import DeviceSink, DeviceSource, PlayoutBuffer
 from bridge.media.portaudio import list_devices
-
-try:
-    from tests.pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # noqa: F401
-except ModuleNotFoundError:  # plain `pytest` puts tests/ (the conftest's dir), not the repo, on sys.path
-    from pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # type: ignore[no-redef]  # noqa: F401
+from tests.helpers import until
+from tests.pulse import Pulse, active_span, dominant_hz, pulse, tone, write_wav  # noqa: F401
 
 pytestmark = [pytest.mark.pulseaudio, pytest.mark.timeout(60)]
 RATE = 48_000
@@ -52,11 +49,21 @@ async def capture_speaker(p: Pulse, path: Path) -> AsyncIterator[None]:
 
 
 async def wait_for(cond, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
+    await until(cond, "the device", timeout)
+
+
+@asynccontextmanager
+async def speaker(p: Pulse, raw: Path) -> AsyncIterator[tuple[PlayoutBuffer, DeviceSink]]:
+    """A PlayoutBuffer playing through the default (virtual) speaker, recorded into ``raw``."""
+    buf = PlayoutBuffer()
+    sink = DeviceSink(None)
+    async with capture_speaker(p, raw):
+        await sink.start(buf.pull)
+        try:
+            buf.set_output_latency(sink.output_latency)
+            yield buf, sink
+        finally:
+            await sink.aclose()
 
 
 def test_bridge_devices_lists_pulse(pulse: Pulse) -> None:  # noqa: F811
@@ -98,20 +105,15 @@ async def test_tone_into_virtual_mic_reaches_device_source(pulse: Pulse, tmp_pat
 
 
 async def test_playout_through_device_sink_is_captured(pulse: Pulse, tmp_path: Path) -> None:  # noqa: F811
-    buf = PlayoutBuffer()
-    sink = DeviceSink(None)
     raw = tmp_path / "spk.raw"
-    async with capture_speaker(pulse, raw):
-        await sink.start(buf.pull)
-        try:
-            buf.set_output_latency(sink.output_latency)
-            assert sink.rate == RATE
-            buf.push(tone(0.3, 1000), "a")
-            buf.end_item("a")
-            await wait_for(lambda: buf.queued_samples == 0)
-            await asyncio.sleep(0.1)
-        finally:
-            await sink.aclose()
+    async with speaker(pulse, raw) as (buf, sink):
+        assert sink.rate == RATE
+        buf.push(tone(0.3, 1000), "a")
+        buf.end_item("a")
+        await wait_for(lambda: buf.queued_samples == 0)
+        await wait_for(lambda: buf.played_ms("a") >= 300)  # out of the device too (PortAudio's latency)
+        blocks = sink.blocks
+        await wait_for(lambda: sink.blocks >= blocks + 10)  # and 50 ms more, as the recorder lags
     captured = np.frombuffer(raw.read_bytes(), "<i2")
     span = active_span(captured, 3000)
     assert span is not None, "nothing reached the speaker"
@@ -121,22 +123,16 @@ async def test_playout_through_device_sink_is_captured(pulse: Pulse, tmp_path: P
 
 
 async def test_flush_silences_the_real_device(pulse: Pulse, tmp_path: Path) -> None:  # noqa: F811
-    buf = PlayoutBuffer()
-    sink = DeviceSink(None)
     raw = tmp_path / "spk.raw"
-    async with capture_speaker(pulse, raw):
-        await sink.start(buf.pull)
-        try:
-            buf.set_output_latency(sink.output_latency)
-            buf.push(tone(2.0, 1000), "a")
-            await wait_for(lambda: buf.handed_ms("a") >= 300)
-            result = buf.flush(fade_ms=5)
-            heard_at_flush = buf.handed_ms("a")
-            await wait_for(lambda: result.stopped_at is not None)
-            buf.push(tone(0.5, 1000), "a")  # a late chunk of the interrupted item: never played
-            await asyncio.sleep(0.2)
-        finally:
-            await sink.aclose()
+    async with speaker(pulse, raw) as (buf, sink):
+        buf.push(tone(2.0, 1000), "a")
+        await wait_for(lambda: buf.handed_ms("a") >= 300)
+        result = buf.flush(fade_ms=5)
+        heard_at_flush = buf.handed_ms("a")
+        await wait_for(lambda: result.stopped_at is not None)
+        buf.push(tone(0.5, 1000), "a")  # a late chunk of the interrupted item: never played
+        blocks = sink.blocks
+        await wait_for(lambda: sink.blocks >= blocks + 40)  # 200 ms of device blocks pulled after it
     captured = np.frombuffer(raw.read_bytes(), "<i2")
     span = active_span(captured, 1000)
     assert span is not None

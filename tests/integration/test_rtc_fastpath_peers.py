@@ -10,6 +10,8 @@ microphone (uplink sent from PortAudio's capture thread, beside aiortc's RTCP on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import wave
 from pathlib import Path
@@ -18,7 +20,10 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from bridge.faults import Faults
+from bridge.media.base import AudioSource
 from bridge.media.devices import DeviceSource
+from bridge.media.mic import routed
 from bridge.media.paced import PacedSource
 from bridge.media.track import MicTrack
 from bridge.rtc import fastpath, fec
@@ -27,11 +32,8 @@ from bridge.rtc.opus import LibopusEncoder
 from bridge.rtc.receiver import AudioReceiver, receiver_for_track
 from bridge.rtc.testing import tone
 from bridge.rtc.tracks import FRAME_SAMPLES, PacedAudioTrack
-
-try:
-    from tests.pulse import Pulse, pulse  # noqa: F401
-except ModuleNotFoundError:  # plain `pytest` puts tests/ on sys.path, not the repo
-    from pulse import Pulse, pulse  # type: ignore[no-redef]  # noqa: F401
+from tests.helpers import until
+from tests.pulse import Pulse, pulse  # noqa: F401
 
 A_TONE = tone(1.0, 1000.0, level=0.5)
 B_TONE = tone(1.0, 400.0, level=0.5)
@@ -51,15 +53,11 @@ def _dominant_hz(pcm: np.ndarray) -> float:
 
 
 async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+    await until(predicate, what, timeout)
 
 
 async def test_both_directions_carry_audio_and_rtcp_through_the_short_paths() -> None:
-    mic = MicTrack(ToneSource(), encoder=LibopusEncoder())
-    stats = await _call_stock_peer(mic)
+    stats = await _call_stock_peer(ToneSource())
     assert stats.uplink == "loop"
 
 
@@ -78,7 +76,7 @@ async def test_uplink_from_the_capture_thread_of_a_real_microphone(pulse: Pulse,
     source = DeviceSource(None)
     try:
         # 2 s at B: paplay's first samples reach the virtual microphone a few hundred ms after it starts
-        stats = await _call_stock_peer(MicTrack(source, encoder=LibopusEncoder()), max_skipped=0, frames_seen=100)
+        stats = await _call_stock_peer(source, max_skipped=0, frames_seen=100)
     finally:
         player.terminate()
         await player.wait()
@@ -87,13 +85,23 @@ async def test_uplink_from_the_capture_thread_of_a_real_microphone(pulse: Pulse,
 
 
 async def _call_stock_peer(
-    mic: MicTrack, *, max_skipped: int | None = None, frames_seen: int = 40
+    source: AudioSource, *, max_skipped: int | None = None, frames_seen: int = 40
 ) -> fastpath.FastStats:
-    """A (``mic`` through FastSend, FastReceive) <-> B (stock aiortc) on 127.0.0.1; asserts both directions
-    and RTCP; ``max_skipped``: frames the timeline may jump over (default: what the mic side dropped);
-    B decodes ``frames_seen`` frames and checks the tone in the last 25."""
+    """A (``source`` routed to a MicTrack sent by FastSend, FastReceive) <-> B (stock aiortc) on 127.0.0.1;
+    asserts both directions and RTCP; ``max_skipped``: frames the timeline may jump over (default: what the
+    mic side dropped); B decodes ``frames_seen`` frames and checks the tone in the last 25."""
+    async with contextlib.AsyncExitStack() as stack:
+        mic = MicTrack(capture_thread=source.has_capture_thread, encoder=LibopusEncoder())
+        await stack.enter_async_context(routed(source, mic))
+        return await _call_stock_peer_with(mic, source, max_skipped=max_skipped, frames_seen=frames_seen)
+
+
+async def _call_stock_peer_with(
+    mic: MicTrack, source: AudioSource, *, max_skipped: int | None, frames_seen: int
+) -> fastpath.FastStats:
     fastpath.check_seam()
     stats = fastpath.FastStats()
+    faults = Faults("uplink", logging.getLogger(__name__))
     heard_by_a: list[np.ndarray] = []
     rx = AudioReceiver(heard_by_a.append)
     b_pos = {"i": 0}
@@ -119,8 +127,17 @@ async def _call_stock_peer(
     def _b_track(track) -> None:  # type: ignore[no-untyped-def]
         b_tracks.append(track)
 
+    publisher: asyncio.Task[None] | None = None
     try:
-        fastpath.FastSend(a.addTrack(mic), mic, stats).install()
+        fast_send = fastpath.FastSend(a.addTrack(mic), mic, stats, faults)
+        fast_send.install()
+
+        async def publish() -> None:  # what WebRTCLink.run_media does: counters to aiortc's RTCP sender
+            while True:
+                await asyncio.sleep(0.2)
+                fast_send.publish_counters()
+
+        publisher = asyncio.create_task(publish())
         b.addTrack(PacedAudioTrack(b_pull))
         b_headers: list[tuple[int, int]] = []  # (sequence, timestamp) of A's packets, before B's jitter buffer
         b_receiver = b.getTransceivers()[0].receiver
@@ -156,7 +173,7 @@ async def _call_stock_peer(
             assert frames_advanced == int(frames_advanced) >= 1, f"timestamp {t0} -> {t1}"
             skipped += int(frames_advanced) - 1
         assert len(b_headers) >= 40
-        assert skipped <= (mic.dropped + mic.source.dropped if max_skipped is None else max_skipped)
+        assert skipped <= (mic.dropped + source.dropped if max_skipped is None else max_skipped)
 
         # A's AudioReceiver gets B's 400 Hz tone through FastReceive.
         await _until(lambda: stats.rtp_in >= 25, 5, "packets on the short receive path")
@@ -187,13 +204,15 @@ async def _call_stock_peer(
         a_in = [s for s in (await a_receivers[0].getStats()).values() if s.type == "inbound-rtp"]
         assert a_in and a_in[0].packetsReceived >= stats.rtp_in  # what A's receiver reports are built from
     finally:
+        if publisher is not None:
+            publisher.cancel()
         if fast_receive is not None:
             fast_receive.uninstall()
         rx.close()
         async with asyncio.timeout(10):  # FastSend's loop ends and reports it: stop() would hang otherwise
             await a.close()
             await b.close()
-    assert mic.readyState == "ended"
+    assert mic.readyState == "ended" and faults.count == 0
     return stats
 
 
@@ -203,12 +222,14 @@ async def test_uplink_fec_follows_the_loss_the_far_end_reports() -> None:
     a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     encoder = LibopusEncoder()
-    mic = MicTrack(ToneSource(), encoder=encoder)
+    mic = MicTrack(encoder=encoder)
     tracker = fec.LossTracker()
     follow: asyncio.Task[None] | None = None
+    stack = contextlib.AsyncExitStack()
     try:
+        await stack.enter_async_context(routed(ToneSource(), mic))
         sender = a.addTrack(mic)
-        fastpath.FastSend(sender, mic, fastpath.FastStats()).install()
+        fastpath.FastSend(sender, mic, fastpath.FastStats(), Faults("uplink", logging.getLogger(__name__))).install()
         b_tracks: list = []  # type: ignore[type-arg]
         b.on("track", b_tracks.append)
         with loopback_candidates():
@@ -237,3 +258,4 @@ async def test_uplink_fec_follows_the_loss_the_far_end_reports() -> None:
         async with asyncio.timeout(10):
             await a.close()
             await b.close()
+        await stack.aclose()

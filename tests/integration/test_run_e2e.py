@@ -6,7 +6,6 @@ device would have played, silence included, so reply timing and barge-in are mea
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -17,32 +16,10 @@ from bridge.app.run import amain
 from bridge.emulator.testing import running_emulator
 from bridge.rtc.loopback import loopback_candidates
 from tests.audio import read_wav, sound_spans, write_wav
+from tests.helpers import run_config
 
 THINK_MS = 100
 SILENCE_MS = 500  # bridge's session config: server VAD silence_duration_ms
-
-
-def run_args(tmp: Path, base_url: str, transport: str, duration: float, **kw: Any) -> argparse.Namespace:
-    ns = dict(
-        transport=transport,
-        input=str(tmp / "in.wav"),
-        output=str(tmp / "out.wav"),
-        transcript=str(tmp / "t.jsonl"),
-        duration=duration,
-        model=None,
-        voice=None,
-        instructions=None,
-        api_base=base_url,
-        token_url=None,
-        token_secret=None,
-        offline=False,
-        agents=None,
-        ptt=False,
-        bargein="exact",
-        verbose=0,
-    )
-    ns.update(kw)
-    return argparse.Namespace(**ns)
 
 
 def mic_offset(lines: list[dict[str, Any]]) -> float:
@@ -58,7 +35,7 @@ async def run_bridge(tmp: Path, monkeypatch, transport: str, duration: float, **
     async with running_emulator(think_ms=THINK_MS, behaviour="tone", **emu) as em:
         monkeypatch.setenv("OPENAI_API_KEY", em.api_key)
         with loopback_candidates():
-            assert await amain(run_args(tmp, em.base_url, transport, duration)) == 0
+            assert await amain(run_config(tmp, em.base_url, transport, duration)) == 0
     return transcript(tmp)
 
 

@@ -142,13 +142,13 @@ async def test_ice_that_never_connects_times_out_with_a_clear_error(tmp_path, mo
 
     from bridge.app.run import amain
     from bridge.errors import ConnectError
-    from tests.integration.test_run_e2e import run_args
+    from tests.helpers import run_config
 
     write_wav(tmp_path / "in.wav", [("silence", 0.5)])
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     try:
         with pytest.raises(ConnectError, match="did not open within 2 s"):
-            await amain(run_args(tmp_path, f"http://127.0.0.1:{port}/v1", "webrtc", 5))
+            await amain(run_config(tmp_path, f"http://127.0.0.1:{port}/v1", "webrtc", 5))
     finally:
         await runner.cleanup()
 
@@ -203,16 +203,17 @@ async def test_ctrl_c_exits_0_with_call_hung_up_and_transcript_complete(tmp_path
 
 @pytest.mark.parametrize("transport", ["webrtc", "ws"])
 async def test_server_ending_the_session_is_an_error_not_a_clean_exit(tmp_path, monkeypatch, transport) -> None:
-    """The 60-minute cap (shortened here) or a dropped network: one clear error, transcript kept."""
+    """With reconnecting off (--reconnect-for 0), the 60-minute cap (shortened here) or a dropped network:
+    one clear error, transcript kept."""
     from bridge.app.run import amain
     from bridge.errors import ConnectError
-    from tests.integration.test_run_e2e import run_args
+    from tests.helpers import run_config
 
     write_wav(tmp_path / "in.wav", [("silence", 0.5)])
     async with running_emulator(session_max_seconds=1.5) as emu:
         monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
         with loopback_candidates(), pytest.raises(ConnectError, match="connection to the model closed"):
-            await amain(run_args(tmp_path, emu.base_url, transport, 10))
+            await amain(run_config(tmp_path, emu.base_url, transport, 10, "--reconnect-for", "0"))
     lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert lines[0]["kind"] == "session" and lines[-1]["kind"] == "stats"
     assert any(x["kind"] == "error" and x["code"] == "session_expired" for x in lines)

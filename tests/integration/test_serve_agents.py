@@ -24,16 +24,15 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
 
 from bridge.agents import AgentSet, load_agents
 from bridge.emulator.testing import RunningEmulator, running_emulator
 from bridge.errors import ConfigError
-from bridge.media.null import NullSource
-from bridge.media.track import MicTrack
 from bridge.rtc.loopback import loopback_candidates
 from bridge.server import ServerSettings, make_app
 from bridge.server.app import CALLS
-from bridge.server.cli import build_settings
+from bridge.server.settings import from_args as build_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
@@ -85,7 +84,7 @@ class Browser:
         self.client = client
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel: RTCDataChannel = self.pc.createDataChannel("oai-events")
-        self.pc.addTrack(MicTrack(NullSource()))
+        self.pc.addTrack(AudioStreamTrack())  # a browser's microphone, silent
         self.events: list[dict[str, Any]] = []
         self.channel.on("message", lambda m: self.events.append(json.loads(m)))
         self.headers = {
@@ -166,7 +165,7 @@ async def test_browser_call_runs_the_agents_on_the_server(
                 assert count(emu, "session.updated") >= 1
                 (engine,) = emu.state.engines
                 assert engine.session["instructions"] == agents.instructions_for("triage")
-                assert len(client.app[CALLS]) == 1 and len(client.app[CALLS].tasks) == 1
+                assert len(client.app[CALLS]) == 1 and client.app[CALLS].calls[call_id].task is not None
 
                 await browser.answer(resp)
                 for index, text in USER_TURNS.items():
@@ -212,7 +211,8 @@ async def test_browser_call_runs_the_agents_on_the_server(
                 assert any("스물넷" in t for t in said) and any("숨을" in t for t in said)
 
                 # The page ends the call through the server; the sideband task ends with it.
-                task = next(iter(client.app[CALLS].tasks))
+                task = next(iter(client.app[CALLS].calls.values())).task
+                assert task is not None
                 t0 = time.monotonic()
                 hung = await browser.hangup(call_id)
                 seen.append(await hung.text())
@@ -220,7 +220,7 @@ async def test_browser_call_runs_the_agents_on_the_server(
                 assert task.done() and not task.cancelled(), "the sideband should end because the call ended"
                 hangup_s = time.monotonic() - t0
                 assert call_id not in emu.state.calls
-                assert len(client.app[CALLS]) == 0 and not client.app[CALLS].tasks
+                assert len(client.app[CALLS]) == 0
                 again = await browser.hangup(call_id)
                 assert again.status == 404 and (await again.json())["error"]["code"] == "call_not_found"
             finally:
@@ -280,7 +280,8 @@ async def test_concurrent_call_cap_and_shutdown(emu: RunningEmulator, tmp_path: 
                 assert busy.status == 429 and (await busy.json())["error"]["code"] == "too_many_calls"
                 assert busy.headers["Retry-After"]
                 assert len(emu.state.calls) == 1
-                task = next(iter(client.app[CALLS].tasks))
+                task = next(iter(client.app[CALLS].calls.values())).task
+                assert task is not None
                 await client.close()  # server shutdown: calls hung up, sidebands ended and awaited
                 assert task.done()
                 assert call_id not in emu.state.calls

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from bridge.app.run import amain
 from bridge.emulator.testing import running_emulator
 from tests.audio import read_wav, sound_spans, write_wav
-from tests.integration.test_run_e2e import run_args
+from tests.helpers import run_config
 
 BLOCK_S = 0.010  # the sink's block
 FADE_S = 0.005
@@ -35,7 +35,7 @@ async def trial(tmp: Path, monkeypatch, interrupt_s: float, chunk_ms: int, speed
     async with running_emulator(think_ms=50, reply_seconds=2.0, chunk_ms=chunk_ms, speed=speed) as emu:
         monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
         duration = bargein_at + (2.8 if mode == "naive" else 0.8)
-        assert await amain(run_args(tmp, emu.base_url, "ws", duration, bargein=mode)) == 0
+        assert await amain(run_config(tmp, emu.base_url, "ws", duration, bargein=mode)) == 0
         sent = [r["event"] for r in emu.log_events() if r["dir"] == "in"]
         errors = [e for e in emu.server_events() if e.get("type") == "error"]
     lines = [json.loads(x) for x in (tmp / "t.jsonl").read_text().splitlines()]

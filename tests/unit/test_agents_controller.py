@@ -8,8 +8,8 @@ a switch, tool output and errors, and the transcript's tool/handoff lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,35 +18,19 @@ import pytest
 
 from bridge.agents import AgentController, load_agents
 from bridge.agents.config import HANDOFF_NOTE
-from bridge.link.scripted import ScriptedLink
-from bridge.media.playout import PlayoutBuffer
-from bridge.session import Runtime
-from bridge.transcript import TranscriptWriter
+from tests.helpers import Quiet, scripted_runtime, transcript_lines, until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
-
-
-class Quiet:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.errors: list[str] = []
-
-    def line(self, who: str, text: str) -> None:
-        self.lines.append((who, text))
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
 
 
 class Harness:
     def __init__(self, tmp_path: Path, agents_file: Path) -> None:
         self.agents = load_agents(agents_file)
         self.ctrl = AgentController(self.agents)
-        self.link = ScriptedLink("ws")
-        tw = TranscriptWriter(tmp_path / "t.jsonl")
-        tw.open()
-        self.console = Quiet()
-        self.rt = Runtime(self.link, PlayoutBuffer(), tw, self.console, tools=self.ctrl)
+        self.rt, self.link, _ = scripted_runtime(tmp_path, "ws", tools=self.ctrl)
+        console = self.rt.record.console
+        assert isinstance(console, Quiet)
+        self.console = console
         self.n = 0
 
     def emit(self, etype: str, **fields: Any) -> None:
@@ -71,24 +55,29 @@ class Harness:
         self.emit("response.done", response={"id": rid, "status": "completed", "output": []})
 
     async def until(self, pred: Any, timeout: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; sent: {self.link.sent_types()}")
-            await asyncio.sleep(0.005)
+        await until(pred, f"the client events (sent so far: {self.link.sent_types()})", timeout)
 
     def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.rt.transcript.path.read_text().splitlines()]
+        return transcript_lines(self.rt.record.transcript.path)
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, agents_file: Path) -> AsyncIterator[Harness]:
+    """A harness whose runtime runs (session created) for the duration of the block."""
+    harness = Harness(tmp_path, agents_file)
+    harness.emit("session.created", session={"id": "sess_1", "model": "gpt-realtime", "audio": {}})
+    task = asyncio.create_task(harness.rt.run())
+    try:
+        yield harness
+    finally:
+        harness.link.end()
+        await asyncio.wait_for(task, 2)
 
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path, EXAMPLES / "korean" / "agents.toml")
-    harness.emit("session.created", session={"id": "sess_1", "model": "gpt-realtime", "audio": {}})
-    task = asyncio.create_task(harness.rt.run())
-    yield harness
-    harness.link.end()
-    await asyncio.wait_for(task, 2)
+    async with running(tmp_path, EXAMPLES / "korean" / "agents.toml") as harness:
+        yield harness
 
 
 async def test_handoff_order_and_new_agent_config(h: Harness) -> None:
@@ -202,10 +191,7 @@ async def test_on_event_hook_tracks_responses(h: Harness) -> None:
 
 
 async def test_english_example_front_desk_to_weather(tmp_path: Path) -> None:
-    h = Harness(tmp_path, EXAMPLES / "weather" / "agents.toml")
-    h.emit("session.created", session={"id": "sess_1", "model": "gpt-realtime", "audio": {}})
-    task = asyncio.create_task(h.rt.run())
-    try:
+    async with running(tmp_path, EXAMPLES / "weather" / "agents.toml") as h:
         h.response("resp_1")
         h.call("resp_1", "transfer_to_weather", {"reason": "asks about Paris weather"}, "call_a")
         h.done("resp_1")
@@ -219,9 +205,6 @@ async def test_english_example_front_desk_to_weather(tmp_path: Path) -> None:
         await h.until(lambda: h.link.sent_types().count("response.create") == 2)
         result = json.loads(h.link.sent[-2]["item"]["output"])
         assert result["city"] == "Paris" and result["unit"] == "celsius"
-    finally:
-        h.link.end()
-        await asyncio.wait_for(task, 2)
 
 
 async def test_handoff_back_clears_the_transcription_language(h: Harness) -> None:

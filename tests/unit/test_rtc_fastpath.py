@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from types import SimpleNamespace
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import pylibsrtp
 import pytest
 
+from bridge.faults import Faults
+from bridge.media.track import MicTrack
 from bridge.rtc import fastpath
 
 
@@ -95,4 +98,4 @@ def test_bad_packets_are_counted_and_dropped(fast: Any) -> None:
 
 def test_send_path_needs_an_encoder() -> None:
     with pytest.raises(fastpath.FastPathUnavailable):
-        fastpath.FastSend(None, SimpleNamespace(encoder=None), fastpath.FastStats())  # type: ignore[arg-type]
+        fastpath.FastSend(None, MicTrack(), fastpath.FastStats(), Faults("uplink", logging.getLogger()))  # type: ignore[arg-type]

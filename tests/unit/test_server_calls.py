@@ -9,8 +9,9 @@ import pytest
 
 from bridge.agents import load_agents
 from bridge.errors import AuthError, ConfigError, ConnectError, ProtocolError
-from bridge.server.calls import CallRegistry, _upstream_failure, transcript_path
+from bridge.server.calls import _upstream_failure, transcript_path
 from bridge.server.settings import DEFAULT_WEB_ROOT, ServerSettings, find_web_root
+from bridge.server.store import AdmitRequest, Admitted, CallRecord, Limits, MemoryStore, Refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
@@ -21,12 +22,21 @@ def settings(**kw: object) -> ServerSettings:
     return ServerSettings(api_key=KEY, api_base="http://127.0.0.1:9/v1", **kw)  # type: ignore[arg-type]
 
 
-def test_registry_counts_pending_creations_against_the_cap() -> None:
-    reg = CallRegistry(2)
-    assert reg.reserve() and reg.reserve()
-    assert not reg.reserve() and reg.refused == 1  # two creations in flight fill the server
-    reg.release()
-    assert reg.reserve()
+async def test_memory_store_counts_pending_creations_against_the_cap() -> None:
+    store = MemoryStore(Limits(100, 1.0, 100, 1.0, max_calls=2, fleet_seconds_per_day=0))
+
+    def call(n: int) -> AdmitRequest:
+        return AdmitRequest("call", f"10.0.0.{n}", None, None, reservation=f"pending:{n}")
+
+    assert isinstance(await store.admit(call(1)), Admitted) and isinstance(await store.admit(call(2)), Admitted)
+    refused = await store.admit(call(3))  # two creations in flight fill the server
+    assert isinstance(refused, Refusal) and refused.code == "too_many_calls" and refused.retry_after == 60
+    await store.cancel("pending:2", None)
+    assert isinstance(await store.admit(call(4)), Admitted)
+    await store.register(CallRecord("rtc_a", "me", "triage", 0.0), "pending:1", "tok")
+    assert isinstance(await store.admit(call(5)), Refusal)  # a live call holds its slot
+    assert await store.end("rtc_a", "tok") and not await store.end("rtc_a", "tok")
+    assert isinstance(await store.admit(call(6)), Admitted)
     with pytest.raises(ConfigError):
         settings(max_calls=0)
 

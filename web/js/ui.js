@@ -5,6 +5,7 @@ import { EventLog } from "./log.js";
 import { ConnectError, RealtimeSession } from "./rtc.js";
 import { LatencyMeter, STATE_LABELS, errorWords } from "./state.js";
 import { Transcript, renderTranscript } from "./transcript.js";
+import { TypedTurns } from "./turns.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +25,7 @@ const latency = new LatencyMeter();
 let session = null;
 let muted = false;
 let agents = null; // {start, names} when the server runs the agents (bridge serve --agents)
+const typed = new TypedTurns((event) => session?.send(event));
 
 function setState(state, detail) {
   ui.state.dataset.state = state;
@@ -63,6 +65,7 @@ function onEvent(direction, event) {
   const ms = latency.observe(direction, event);
   if (ms !== null) ui.latency.textContent = latency.describe();
   if (direction !== "server") return;
+  typed.observe(event);
   if (transcript.apply(event)) {
     renderTranscript(ui.transcript, transcript);
     showAgent();
@@ -92,6 +95,7 @@ async function connect() {
   dismissErrors();
   log.restart();
   latency.reset();
+  typed.reset();
   transcript.clear(agents);
   renderTranscript(ui.transcript, transcript);
   showAgent();
@@ -132,11 +136,7 @@ function setMute(value) {
 
 function sendText(text) {
   if (!session) return;
-  session.send({
-    type: "conversation.item.create",
-    item: { type: "message", role: "user", content: [{ type: "input_text", text }] },
-  });
-  session.send({ type: "response.create" });
+  typed.say(text); // interrupts the assistant if it is answering (turns.js)
 }
 
 async function refreshMicrophones() {

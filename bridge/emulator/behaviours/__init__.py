@@ -6,8 +6,17 @@ from bridge.emulator.behaviours.base import Behaviour, FunctionCall, InjectedErr
 from bridge.errors import ConfigError
 
 
-def load_behaviour(spec: str, reply_seconds: float = 2.0) -> Behaviour:
-    """A behaviour from its CLI name (``--behaviour``)."""
+def load_behaviour(spec: str, reply_seconds: float = 2.0, *, quote_context: bool = False) -> Behaviour:
+    """A behaviour from its CLI name (``--behaviour``); ``quote_context`` wraps it (``--quote-context``)."""
+    behaviour = _load(spec, reply_seconds)
+    if quote_context:
+        from bridge.emulator.behaviours.quote import QuotingBehaviour
+
+        return QuotingBehaviour(behaviour)
+    return behaviour
+
+
+def _load(spec: str, reply_seconds: float) -> Behaviour:
     if spec == "echo":
         from bridge.emulator.behaviours.echo import EchoBehaviour
 

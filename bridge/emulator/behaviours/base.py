@@ -50,15 +50,33 @@ class Reply:
 
 
 class Behaviour(Protocol):
-    """Decides what the "model" answers. ``name == "echo"`` tells transports to loop audio back."""
+    """Decides what the "model" answers.
+
+    ``echoes_input``: the user's audio goes straight back out (WS: as output deltas of one open response;
+    WebRTC: relayed by the transport), VAD does not barge in and no reply is generated on its own.
+    """
 
     name: str
+    echoes_input: bool
 
     async def reply(self, turn: Turn) -> Reply: ...
 
     def transcribe(self, pcm24: bytes, turn_index: int) -> str:
         """The input transcription for a committed user audio item."""
         ...
+
+
+class TimedBehaviour:
+    """A behaviour whose replies last ``seconds`` (``--reply-seconds``); input is transcribed generically."""
+
+    name = "timed"
+    echoes_input = False
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+
+    def transcribe(self, pcm24: bytes, turn_index: int) -> str:
+        return default_transcript(pcm24)
 
 
 def tone(seconds: float, freq: float = 440.0, level: float = 0.3) -> bytes:

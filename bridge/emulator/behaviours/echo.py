@@ -1,7 +1,7 @@
 """``echo``: transport loopback for latency work.
 
 WS: the engine answers each ``input_audio_buffer.append`` with the same audio as output deltas at once.
-WebRTC: the transport relays received audio straight back (it checks ``behaviour.name == "echo"``).
+WebRTC: the transport relays received audio straight back (``echoes_input``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from bridge.emulator.behaviours.base import Reply, Turn, default_transcript
 
 class EchoBehaviour:
     name = "echo"
+    echoes_input = True
 
     async def reply(self, turn: Turn) -> Reply:
         # An explicit response.create still gets a (short, silent) answer so clients never hang.

@@ -55,6 +55,7 @@ def load_script(path: Path) -> list[dict[str, Any]]:
 
 class ScriptBehaviour:
     name = "script"
+    echoes_input = False
 
     def __init__(self, path: str | Path, seconds: float = 2.0) -> None:
         self.path = Path(path)

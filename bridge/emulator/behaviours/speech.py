@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from bridge.emulator.behaviours.base import Reply, Turn, default_transcript, tone
+from bridge.emulator.behaviours.base import Reply, TimedBehaviour, Turn, tone
 from bridge.protocol.pcm import RATE
 
 log = logging.getLogger(__name__)
@@ -60,17 +60,11 @@ def parse_wav(blob: bytes) -> tuple[int, bytes]:
     return rate, b""
 
 
-class SpeechBehaviour:
+class SpeechBehaviour(TimedBehaviour):
     name = "speech"
-
-    def __init__(self, seconds: float = 2.0) -> None:
-        self.seconds = seconds
 
     async def reply(self, turn: Turn) -> Reply:
         heard = f"{int(turn.user_audio_ms)} milliseconds of audio" if turn.user_audio_ms else "your message"
         text = f"Hello. This is reply number {turn.index + 1}. I heard {heard}."
         audio = await synthesize(text)
         return Reply(text=text, audio=audio if audio is not None else tone(self.seconds))
-
-    def transcribe(self, pcm24: bytes, turn_index: int) -> str:
-        return default_transcript(pcm24)

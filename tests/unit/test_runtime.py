@@ -1,4 +1,5 @@
-"""The runtime's barge-in and transcript logic over a scripted link, with the real PlayoutBuffer.
+"""A connection's runtime (barge-in, transcript order, malformed events) over a scripted link, with the
+real PlayoutBuffer.
 
 The "device" is the test calling ``playout.pull(480)`` (10 ms blocks at 48 kHz), so how much was played
 is exact and under the test's control.
@@ -6,46 +7,30 @@ is exact and under the test's control.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 
+from bridge.call.runtime import Runtime
+from bridge.link.base import Transport
 from bridge.link.scripted import ScriptedLink
 from bridge.media.playout import PlayoutBuffer
 from bridge.protocol import events as ev
 from bridge.protocol import pcm
-from bridge.session import Runtime
-from bridge.transcript import TranscriptWriter
+from tests.helpers import Quiet, scripted_runtime, transcript_lines
 
 BLOCK = 480  # 10 ms
 
 
-class Quiet:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.errors: list[str] = []
-
-    def line(self, who: str, text: str) -> None:
-        self.lines.append((who, text))
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-
-def make(tmp_path, transport: str = "ws", interrupt: bool = True) -> tuple[Runtime, ScriptedLink, PlayoutBuffer]:
-    link = ScriptedLink(transport)
-    playout = PlayoutBuffer()
-    tw = TranscriptWriter(tmp_path / "t.jsonl")
-    tw.open()
-    rt = Runtime(link, playout, tw, Quiet())
+def make(tmp_path, transport: Transport = "ws", interrupt: bool = True) -> tuple[Runtime, ScriptedLink, PlayoutBuffer]:
+    rt, link, playout = scripted_runtime(tmp_path, transport)
     rt.turns.interrupt_response = interrupt
     return rt, link, playout
 
 
 def lines(rt: Runtime) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in rt.transcript.path.read_text().splitlines()]
+    return transcript_lines(rt.transcript.path)
 
 
 async def feed(rt: Runtime, *events: dict[str, Any]) -> None:
@@ -58,7 +43,8 @@ def tone_b64(ms: int) -> str:
     return pcm.b64encode((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).tobytes())
 
 
-async def start_reply(rt: Runtime, item: str = "item_a", audio_ms: int = 2000) -> None:
+async def reply_announced(rt: Runtime, item: str = "item_a") -> None:
+    """``response.created`` + ``response.output_item.added`` (an assistant message) for resp_1."""
     await feed(
         rt,
         {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
@@ -68,6 +54,13 @@ async def start_reply(rt: Runtime, item: str = "item_a", audio_ms: int = 2000) -
             "output_index": 0,
             "item": {"id": item, "type": "message", "role": "assistant", "content": []},
         },
+    )
+
+
+async def start_reply(rt: Runtime, item: str = "item_a", audio_ms: int = 2000) -> None:
+    await reply_announced(rt, item)
+    await feed(
+        rt,
         {
             "type": "conversation.item.added",
             "previous_item_id": None,
@@ -195,16 +188,7 @@ async def test_interrupted_turn_in_transcript_with_heard_text(tmp_path) -> None:
 
 async def test_webrtc_bargein_gates_inflight_audio_and_measures_truncate_gap(tmp_path) -> None:
     rt, link, playout = make(tmp_path, transport="webrtc")
-    await feed(
-        rt,
-        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
-        {
-            "type": "response.output_item.added",
-            "response_id": "resp_1",
-            "output_index": 0,
-            "item": {"id": "item_a", "type": "message", "role": "assistant", "content": []},
-        },
-    )
+    await reply_announced(rt)
     frame = (np.ones(960) * 1000).astype(np.int16)
     for _ in range(3):
         rt.on_remote_audio(frame)
@@ -291,7 +275,8 @@ async def test_errors_are_logged_and_benign_cancel_error_is_quiet(tmp_path) -> N
             },
         },
     )
-    assert rt.console.errors == ["invalid_value: bad"]  # type: ignore[attr-defined]
+    console = rt.record.console
+    assert isinstance(console, Quiet) and console.errors == ["invalid_value: bad"]
     assert [x["code"] for x in lines(rt) if x["kind"] == "error"] == ["response_cancel_not_active", "invalid_value"]
 
 
