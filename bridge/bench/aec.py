@@ -41,6 +41,7 @@ from bridge.bench.echo_room import RoomSpec, running
 from bridge.emulator.vad import ServerVad, SpeechStarted
 from bridge.media import aec
 from bridge.media.aec import AecMetrics, AecSettings, EchoCanceller
+from bridge.media.aec_engine import INSTALL_HINT
 from bridge.media.devices import DeviceSink, DeviceSource
 from bridge.media.playout import PlayoutBuffer
 
@@ -54,7 +55,7 @@ def _canceller(**kw: Any) -> EchoCanceller:
     initial = kw.pop("initial_delay_ms", None)
     c = aec.create(AecSettings(state_file=None, **kw), initial_delay_ms=initial)
     if c is None:
-        raise SystemExit(f"bridge: the echo canceller's engine is missing ({aec.INSTALL_HINT})")
+        raise SystemExit(f"bridge: the echo canceller's engine is missing ({INSTALL_HINT})")
     return c
 
 

@@ -59,7 +59,8 @@ def espeak(text: str, voice: str = "en-us", speed: int = 160, peak: float = 0.5)
 def resample(x: np.ndarray, ratio: float) -> np.ndarray:
     """``len(x) * ratio`` samples by linear interpolation (test signals and clock drift only)."""
     n = int(len(x) * ratio)
-    return np.interp(np.arange(n) / ratio, np.arange(len(x)), x)
+    out: np.ndarray = np.interp(np.arange(n) / ratio, np.arange(len(x)), x)
+    return out
 
 
 def talk(sentences: tuple[tuple[str, str], ...], pause_s: float = 0.6, peak: float = 0.5) -> np.ndarray:
@@ -115,7 +116,8 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 def frame_energy(x: np.ndarray, n: int = CHUNK) -> np.ndarray:
     k = len(x) // n
-    return (x[: k * n].astype(np.float64).reshape(k, n) ** 2).sum(axis=1)
+    energy: np.ndarray = (x[: k * n].astype(np.float64).reshape(k, n) ** 2).sum(axis=1)
+    return energy
 
 
 def erle_db(echo: np.ndarray, out: np.ndarray, noise_floor: float, start_s: float = 0.0) -> float:
