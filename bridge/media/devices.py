@@ -6,7 +6,15 @@ out of PortAudio's threads, after sounddevice's ``examples/asyncio_generators.py
 cuts 20 ms frames and hands them to the loop with ``call_soon_threadsafe``, or, once a consumer is set
 with :meth:`DeviceSource.capture_to`, to that consumer right there in PortAudio's thread (the WebRTC
 uplink encodes and sends from it: :mod:`bridge.rtc.fastpath`); the output callback only calls ``pull(n)``
-(a short lock, no waiting) and counts status flags. Neither blocks. Errors inside a callback are counted
+(a short lock, no waiting) and counts status flags. Neither blocks.
+
+Filters and taps (echo cancellation, :mod:`bridge.media.aec`) are installed with
+:meth:`DeviceSource.add_filter` and :meth:`DeviceSink.add_tap` (or the ``filters=`` / ``taps=`` constructor
+arguments). A filter processes each frame in the capture thread before the consumer (or the queue) gets it,
+with the time PortAudio says its last sample was captured (``inputBufferAdcTime``); a tap sees each block
+exactly as it is handed to PortAudio, with the time PortAudio says its first sample reaches the speaker
+(``outputBufferDacTime``), both converted to ``time.monotonic``. The installed set is an immutable tuple
+swapped in one assignment: the audio threads never take a lock for it. Errors inside a callback are counted
 and the first one logged (:class:`bridge.faults.Faults`); a stream that stops while nobody closed it is a
 fatal fault (the device is gone), which the endpoint's owner turns into a typed end.
 
@@ -21,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,7 +44,9 @@ from bridge.media.base import (
     AudioSink,
     AudioSource,
     FrameConsumer,
+    PlaybackTap,
     Pull,
+    SourceFilter,
 )
 from bridge.media.portaudio import (
     DeviceInfo,
@@ -47,6 +58,7 @@ from bridge.media.portaudio import (
     sounddevice_module,
 )
 from bridge.media.resample import LinearResampler, to_mono
+from bridge.media.timeline import PlayoutTimeline
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +112,7 @@ class DeviceSource(AudioSource):
         queue_frames: int = 10,
         latency: str = "low",
         block_ms: int = DEVICE_INPUT_BLOCK_MS,
+        filters: Iterable[SourceFilter] = (),
     ) -> None:
         super().__init__()
         self.device = device
@@ -121,9 +134,23 @@ class DeviceSource(AudioSource):
         self._cb_frames = 0
         self._named = False
         self._consumer: FrameConsumer | None = None
+        self._filters: tuple[SourceFilter, ...] = tuple(filters)
+        self.adc_lag = 0.0
+        """Seconds from the ADC capturing the last sample of a block to the callback (PortAudio's timestamps)."""
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+
+    def add_filter(self, f: SourceFilter) -> None:
+        """Run ``f`` on every frame, after the filters already installed (any thread)."""
+        self._filters = (*self._filters, f)
+
+    def remove_filter(self, f: SourceFilter) -> None:
+        self._filters = tuple(x for x in self._filters if x is not f)
+
+    @property
+    def filters(self) -> tuple[SourceFilter, ...]:
+        return self._filters
 
     async def start(self) -> None:
         if self._stream is not None:
@@ -167,6 +194,10 @@ class DeviceSource(AudioSource):
             self.status_flags += 1
             if status.input_overflow:
                 self.input_overflows += 1
+        adc = time_info.inputBufferAdcTime if time_info is not None else 0.0
+        if adc > 0:  # PortAudio's stream clock: ADC time of the block's first sample. Through PulseAudio's ALSA
+            # plugin it can lie after the callback, which cannot be: then the callback time is the better one.
+            self.adc_lag = max(0.0, time_info.currentTime - adc - (frames - 1) / self.rate)
         loop = self._loop
         if loop is None:
             return
@@ -180,6 +211,9 @@ class DeviceSource(AudioSource):
         self._cb_blocks, self._cb_frames = [], 0
         try:
             cut = self._cutter.cut(block, now)
+            filters = self._filters
+            if filters:
+                cut = [(self._filter(filters, frame, captured), captured) for frame, captured in cut]
             consumer = self._consumer
             if consumer is not None:
                 for frame, captured in cut:
@@ -195,6 +229,15 @@ class DeviceSource(AudioSource):
             loop.call_soon_threadsafe(self._enqueue, cut)
         except RuntimeError:  # loop closed while the stream was stopping
             pass
+
+    def _filter(self, filters: tuple[SourceFilter, ...], frame: np.ndarray, captured: float) -> np.ndarray:
+        at = captured - self.adc_lag
+        for f in filters:
+            try:
+                frame = f.process(frame, at)
+            except Exception as exc:  # a failing filter passes the frame on unfiltered: counted, first logged
+                self.faults.record(exc)
+        return frame
 
     def capture_to(self, consumer: FrameConsumer | None) -> None:
         self._consumer = consumer
@@ -252,7 +295,12 @@ class DeviceSink(AudioSink):
     """A speaker through ``sd.RawOutputStream``: small blocks (5 ms), ``latency='low'``, pull per callback."""
 
     def __init__(
-        self, device: str | int | None = None, *, block: int = DEVICE_BLOCK_SAMPLES, latency: str = "low"
+        self,
+        device: str | int | None = None,
+        *,
+        block: int = DEVICE_BLOCK_SAMPLES,
+        latency: str = "low",
+        taps: Iterable[PlaybackTap] = (),
     ) -> None:
         super().__init__()
         self.device = device
@@ -267,8 +315,21 @@ class DeviceSink(AudioSink):
         self._pull: Pull | None = None
         self._resampler: LinearResampler | None = None
         self._leftover = np.zeros(0, dtype=np.int16)
+        self._taps: tuple[PlaybackTap, ...] = tuple(taps)
+        self._timeline = PlayoutTimeline(self.rate)
         self._stream: Any = None
         self._closed = False
+
+    def add_tap(self, tap: PlaybackTap) -> None:
+        """Show ``tap`` every block handed to the device from now on (any thread)."""
+        self._taps = (*self._taps, tap)
+
+    def remove_tap(self, tap: PlaybackTap) -> None:
+        self._taps = tuple(x for x in self._taps if x is not tap)
+
+    @property
+    def taps(self) -> tuple[PlaybackTap, ...]:
+        return self._taps
 
     async def start(self, pull: Pull) -> None:
         if self._stream is not None:
@@ -276,6 +337,7 @@ class DeviceSink(AudioSink):
         sd = sounddevice_module()
         index = resolve_device(self.device, "output")
         self.rate, self.channels = choose_format(sd, index, "output")
+        self._timeline = PlayoutTimeline(self.rate)
         self.name = device_name(sd, index, "output")
         if self.rate != RATE:
             self._resampler = LinearResampler(RATE, self.rate)
@@ -310,22 +372,47 @@ class DeviceSink(AudioSink):
         if not self.blocks:
             name_this_thread(SPEAKER_THREAD)
         self.blocks += 1
+        taps = self._taps
+        at = 0.0
+        if taps:  # when the first sample of this block sounds, on time.monotonic
+            now = time.monotonic()
+            dac = time_info.outputBufferDacTime if time_info is not None else 0.0
+            if dac > 0:
+                underflow = bool(status) and bool(status.output_underflow)
+                at = self._timeline.at(frames, now, dac, time_info.currentTime, underflow)
+            else:
+                at = now + self.output_latency
+        played: list[tuple[np.ndarray, float]] = []
         try:
-            data = self._render(frames)
+            data = self._render(frames, at, played if taps else None)
         except Exception as exc:  # a bug upstream must not kill the audio thread: play silence, count it
             self.faults.record(exc)
             outdata[:] = bytes(len(outdata))
-            return
-        outdata[:] = data if self.channels == 1 else np.repeat(data, self.channels)
+            played = [(np.zeros(round(frames * RATE / self.rate), dtype=np.int16), at)]
+        else:
+            outdata[:] = data if self.channels == 1 else np.repeat(data, self.channels)
+        for tap in taps:
+            for pcm, t in played:
+                try:
+                    tap.played(pcm, t)
+                except Exception as exc:  # a failing tap must not silence the speaker: counted, first logged
+                    self.faults.record(exc)
 
-    def _render(self, frames: int) -> np.ndarray:
+    def _render(self, frames: int, at: float, played: list[tuple[np.ndarray, float]] | None) -> np.ndarray:
+        """``frames`` device samples; what was pulled (48 kHz) goes to ``played`` with the time it sounds."""
         assert self._pull is not None
         if self._resampler is None:
-            return self._pull(frames)
+            data = self._pull(frames)
+            if played is not None:
+                played.append((data, at))
+            return data
         out = self._leftover
         while len(out) < frames:
             need = self._resampler.inputs_needed(frames - len(out))
-            out = np.concatenate([out, self._resampler.process(self._pull(max(1, need)))])
+            pulled = self._pull(max(1, need))
+            if played is not None:
+                played.append((pulled, at + len(out) / self.rate))
+            out = np.concatenate([out, self._resampler.process(pulled)])
         self._leftover = out[frames:]
         return out[:frames]
 
