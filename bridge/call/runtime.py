@@ -330,6 +330,8 @@ class Runtime:
         if st is None or st.first_handed is None:
             return
         t = st.first_handed + self.reply.playout.output_latency
+        if t < self._speech_end:
+            return  # the previous reply (over WS it stays the current item once played): wait for this turn's
         ms = round((t - self._speech_end) * 1000, 1)
         self._speech_end = None
         self.record.metrics.response_ms.append(ms)

@@ -39,6 +39,23 @@ async def run_bridge(tmp: Path, monkeypatch, transport: str, duration: float, **
     return transcript(tmp)
 
 
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_every_turn_gets_its_own_response_time(tmp_path, monkeypatch, transport) -> None:
+    """Two turns: each ``latency`` line is for that turn's reply and agrees with the output file (a WS reply
+    stays the current item after it has played; the second turn must not be timed against it)."""
+    write_wav(tmp_path / "in.wav", [("silence", 0.3), ("tone", 0.6), ("silence", 2.4), ("tone", 0.6), ("silence", 3)])
+    lines = await run_bridge(tmp_path, monkeypatch, transport, 6.0, reply_seconds=0.8)
+    out, rate = read_wav(tmp_path / "out.wav")
+    starts = [start for start, _ in sound_spans(out, rate)]
+    ends = [0.3 + 0.6 + mic_offset(lines), 0.3 + 0.6 + 2.4 + 0.6 + mic_offset(lines)]  # speech ends
+    latency = [x for x in lines if x["kind"] == "latency" and "response_ms" in x]
+    replies = [x["item_id"] for x in lines if x["kind"] == "assistant"]
+    assert len(starts) == 2 and len(replies) == 2, (starts, [x["kind"] for x in lines])
+    assert [x["item_id"] for x in latency] == replies
+    for lat, start, end in zip(latency, starts, ends, strict=True):
+        assert lat["response_ms"] == pytest.approx((start - end) * 1000, abs=50)
+
+
 @pytest.mark.parametrize(("transport", "fast_rtp"), [("webrtc", "1"), ("webrtc", "0"), ("ws", "1")])
 async def test_reply_arrives_in_the_output_file_at_the_right_time(tmp_path, monkeypatch, transport, fast_rtp) -> None:
     """WebRTC runs twice: on the short RTP paths (default) and on aiortc's own (BRIDGE_FAST_RTP=0)."""
