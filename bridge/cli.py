@@ -63,6 +63,19 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--replay-turns", type=int, default=None, metavar="N", help="replay at most N turns (40)")
     p.add_argument("--replay-chars", type=int, default=None, metavar="N", help="replay at most N characters (8000)")
+    p.add_argument(
+        "--aec",
+        choices=["on", "off", "auto"],
+        default=None,
+        help="echo cancellation for open speakers (default auto: on when input and output are sound cards; "
+        "or BRIDGE_AEC)",
+    )
+    p.add_argument(
+        "--noise-reduction",
+        choices=["near_field", "far_field", "off"],
+        default=None,
+        help="ask the server to reduce input noise (default far_field with echo cancellation, else the API's)",
+    )
     k = p.add_argument_group("kiosk mode (docs/kiosk.md)")
     k.add_argument(
         "--kiosk", action="store_true", help="always on: a call opens when someone speaks, closes when they leave"

@@ -94,6 +94,11 @@ FastRtp = Literal["on", "off", "loop"]
 """``BRIDGE_FAST_RTP``: ``on`` (default; ``1``): bridge's short RTP paths, the uplink sent from the
 microphone's capture thread when it has one; ``loop``: short paths, uplink always sent from the event loop
 (for A/B measurements); ``off`` (``0``): aiortc's own RTP loops."""
+AecMode = Literal["on", "off", "auto"]
+"""``--aec`` / ``BRIDGE_AEC``: echo cancellation ``auto`` (default: on when input and output are sound cards),
+``on`` (an error where it cannot run) or ``off``."""
+NoiseReduction = Literal["near_field", "far_field", "off"]
+"""``--noise-reduction``: the session's ``audio.input.noise_reduction`` (``off``: null)."""
 DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Keep answers short and natural."
 
 
@@ -119,6 +124,18 @@ def positive(what: str, value: int | None, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{what} takes a whole number >= 1, got {value}")
     return value
+
+
+def aec_setting(value: str | None) -> AecMode:
+    """``--aec`` or ``BRIDGE_AEC`` (also 1/0)."""
+    text = (value or "auto").strip().casefold()
+    if text in ("on", "1", "true", "yes"):
+        return "on"
+    if text in ("off", "0", "false", "no"):
+        return "off"
+    if text == "auto":
+        return "auto"
+    raise ConfigError(f"--aec / BRIDGE_AEC takes on, off or auto (got {value!r})")
 
 
 def fast_rtp_setting(value: str | None) -> FastRtp:
@@ -156,6 +173,27 @@ class RunConfig:
     replay_chars: int = 8000
     kiosk: KioskConfig | None = None
     """``--kiosk``: always on, a call per visitor."""
+    aec: AecMode = "auto"
+    noise_reduction: NoiseReduction | None = None
+    """None: far-field when echo cancellation runs (open speakers), else the API's default (none)."""
+
+    def noise_reduction_for(self, cancels_echo: bool) -> NoiseReduction | None:
+        """What the session asks for: ``--noise-reduction``, else far-field for open speakers."""
+        if self.noise_reduction is not None:
+            return self.noise_reduction
+        return "far_field" if cancels_echo else None
+
+    def session(self, cancels_echo: bool) -> dict[str, Any]:
+        """The Realtime session config (``cancels_echo``: the station runs echo cancellation: open speakers)."""
+        from bridge.protocol.session_config import realtime_session
+
+        return realtime_session(
+            self.model,
+            self.voice,
+            self.instructions,
+            vad=not self.ptt,  # push-to-talk: turn_detection null, the key ends the turn (bridge.app.ptt)
+            noise_reduction=self.noise_reduction_for(cancels_echo),
+        )
 
     @classmethod
     def from_args(cls, args: Any) -> RunConfig:
@@ -180,6 +218,8 @@ class RunConfig:
             replay_turns=positive("--replay-turns", args.replay_turns, 40),
             replay_chars=positive("--replay-chars", args.replay_chars, 8000),
             kiosk=KioskConfig.from_args(args) if args.kiosk else None,
+            aec=aec_setting(args.aec or env("BRIDGE_AEC")),
+            noise_reduction=args.noise_reduction,
         )
 
 

@@ -7,10 +7,17 @@ network namespaces, the official spec in ../shared are all installed or present 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 _skipped: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # state a run keeps between runs (the echo canceller's measured delay per device pair) goes to a fresh
+    # directory, not the developer's ~/.local/state; every `bridge` the tests start inherits it
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-state-")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

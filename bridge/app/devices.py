@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from bridge.errors import AudioError
+from bridge.media.aec_engine import INSTALL_HINT, describe_engine
 from bridge.media.portaudio import DeviceInfo, list_devices
 
 
@@ -51,4 +52,13 @@ def main(args: argparse.Namespace | None = None, out: TextIO | None = None) -> i
     outputs = sum(1 for d in devices if d.max_output_channels)
     print(format_table(devices), file=out)
     print(f"{inputs} input and {outputs} output devices", file=out)
+    print(echo_line(), file=out)
     return 0
+
+
+def echo_line() -> str:
+    """Whether ``bridge run`` cancels echo (``--aec auto``) and with which engine."""
+    engine = describe_engine()
+    if engine is None:
+        return f"echo cancellation: not installed ({INSTALL_HINT}); --aec auto runs without it"
+    return f"echo cancellation: {engine}, on when --input and --output are sound cards (--aec auto)"

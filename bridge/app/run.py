@@ -35,7 +35,6 @@ from bridge.config import Credentials, KioskConfig, RunConfig
 from bridge.errors import AudioError, AuthError, ConnectError, ProtocolError
 from bridge.link.base import CloseInfo, CloseReason
 from bridge.media import resolve_device
-from bridge.protocol.session_config import realtime_session
 from bridge.rtc.loopback import loopback_candidates
 from bridge.transcript import TranscriptWriter, default_path
 
@@ -79,8 +78,6 @@ def _features(cfg: RunConfig) -> list[Feature]:
 
 async def amain(cfg: RunConfig) -> int:
     creds = cfg.credentials
-    # push-to-talk: turn_detection null, the key ends the turn (bridge.app.ptt)
-    session = realtime_session(cfg.model, cfg.voice, cfg.instructions, vad=not cfg.ptt)
     controller = AgentController(load_agents(cfg.agents)) if cfg.agents else None
     transcript = TranscriptWriter(cfg.transcript or default_path())
     stop = asyncio.Event()
@@ -94,10 +91,13 @@ async def amain(cfg: RunConfig) -> int:
             stack.enter_context(loopback_candidates())
         check_source(cfg.input)
         if cfg.kiosk is not None:
-            await _kiosk(cfg, cfg.kiosk, creds, stack, session, stop)
+            await _kiosk(cfg, cfg.kiosk, creds, stack, stop)
             return 0
-        station = Station.for_devices(cfg.input, cfg.output, paced_replies=cfg.transport == "webrtc")
+        station = Station.for_devices(cfg.input, cfg.output, paced_replies=cfg.transport == "webrtc", aec_mode=cfg.aec)
+        session = cfg.session(station.cancels_echo)
         await stack.enter_async_context(station.running())
+        # the first run on these devices: find the echo path before the first reply
+        await station.calibrate(lambda text: print(f"bridge: {text}", flush=True))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         transcript.open()
         stack.callback(transcript.close)
@@ -118,21 +118,14 @@ async def amain(cfg: RunConfig) -> int:
 
 
 async def _kiosk(
-    cfg: RunConfig,
-    kiosk: KioskConfig,
-    creds: Credentials,
-    stack: AsyncExitStack,
-    session: dict[str, Any],
-    stop: asyncio.Event,
+    cfg: RunConfig, kiosk: KioskConfig, creds: Credentials, stack: AsyncExitStack, stop: asyncio.Event
 ) -> None:
     """``--kiosk``: the service runs until SIGTERM / Ctrl-C (exit 0 with any call hung up)."""
     from bridge.kiosk.runner import Kiosk
 
     http = await stack.enter_async_context(aiohttp.ClientSession())
     agents = load_agents(cfg.agents) if cfg.agents else None
-    if agents is not None:
-        session = agents.session_config(session)
-    await Kiosk(cfg, kiosk, creds, http, session, agents=agents).run(stop)
+    await Kiosk(cfg, kiosk, creds, http, agents=agents).run(stop)
 
 
 def _error(info: CloseInfo, transcript: Path) -> Exception:

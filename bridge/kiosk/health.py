@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 
 class KioskState(enum.StrEnum):
+    STARTING = "starting"
+    """Opening the devices (the first time on them, measuring the speakers' echo); not listening yet."""
     IDLE = "idle"
     """Microphone open, local VAD listening, no call, nothing sent anywhere."""
     CONNECTING = "connecting"
@@ -90,7 +92,7 @@ class KioskStatus:
         self._budget_remaining = budget_remaining
         self._on_change = on_change
         self.started = clock()
-        self.state = KioskState.IDLE
+        self.state = KioskState.STARTING
         self.state_reason: str | None = None
         self.state_since = self.started
         self.devices: dict[str, Device] = {}

@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -51,6 +50,7 @@ from bridge.kiosk.systemd import Notifier, WatchdogFeeder, watchdog_interval
 from bridge.kiosk.vad import VadEvent, VoiceActivity, load_engine
 from bridge.kiosk.wakeword import load_wake_word
 from bridge.media import soundserver
+from bridge.media.aec_engine import describe_engine
 from bridge.media.portaudio import rescan
 from bridge.transcript import TranscriptWriter
 
@@ -81,7 +81,6 @@ class Kiosk:
         cfg: KioskConfig,
         credentials: Credentials,
         http: aiohttp.ClientSession,
-        session_config: dict[str, Any],
         *,
         agents: AgentSet | None = None,
         notifier: Notifier | None = None,
@@ -90,7 +89,6 @@ class Kiosk:
         self.cfg = cfg
         self.credentials = credentials
         self.http = http
-        self.session_config = session_config
         self.agents = agents
         self.notifier = notifier or Notifier()
         self.budget = CallBudget(BudgetSettings(cfg.max_call_s, cfg.max_call_minutes_per_hour))
@@ -152,6 +150,7 @@ class Kiosk:
                 watch_devices=True,
                 expected=placed,
                 speaker_on_demand=True,  # idle with the microphone alone: the speaker opens with a call
+                aec_mode=self.run_cfg.aec,
             )
             try:
                 async with station.running():
@@ -195,10 +194,12 @@ class Kiosk:
         """Idle, wake, call, idle again, on one station (until ``stop`` or a device error)."""
         listener = Listener(self.vad, self.preroll, self.status, asyncio.get_running_loop(), wake_word=self.wake_word)
         listener.reset()
+        await station.calibrate()  # first start on these devices: find the echo path (before listening)
         station.mic.add_tap(listener)
         await station.start_mic()
         await station.watching.wait()  # the devices are the ones they should be (a sound server says so)
         self._devices(station, present=True)
+        self._echo(station)
         self._idle()
         if not self._ready:
             self._ready = True
@@ -218,6 +219,15 @@ class Kiosk:
             while not listener.events.empty():  # what was heard during the call is no new visitor
                 listener.events.get_nowait()
             self._idle()
+
+    def _echo(self, station: Station) -> None:
+        """Health and metrics: echo cancellation off, or on with its last measured ERLE."""
+        if station.echo is None:
+            self.status.set_aec("absent" if describe_engine() is None else "off")
+            return
+        metrics = station.echo.metrics()
+        self.status.set_aec("on", metrics.erle_db)
+        log.info("echo cancellation: %s", metrics.line())
 
     def _idle(self) -> None:
         refusal = self.budget.refusal()
@@ -263,7 +273,10 @@ class Kiosk:
             fast_rtp=self.run_cfg.fast_rtp,
             bargein=self.run_cfg.bargein,
         )
-        call = Call(connector, record, self.session_config, tools=tools, policy=self.policy, attach=attach)
+        session = self.run_cfg.session(station.cancels_echo)
+        if self.agents is not None:
+            session = self.agents.session_config(session)
+        call = Call(connector, record, session, tools=tools, policy=self.policy, attach=attach)
         end = asyncio.Event()
         reason: list[CallEndReason] = ["remote"]
         try:
@@ -288,6 +301,7 @@ class Kiosk:
                 self.preroll.stop_backlog()
             with contextlib.suppress(AudioError):
                 await station.speaker_off()
+            self._echo(station)
             transcript.write("stats", **station.stats(), **call.stats())
             transcript.close()
             seconds = self.budget.call_ended()

@@ -304,14 +304,19 @@ class EchoCanceller:
 _warned: set[str] = set()
 
 
+def warn_missing_engine(engine: EngineName = "aec3") -> None:
+    """ONE warning line per process: echo cancellation is off because its engine is not installed."""
+    if engine not in _warned:
+        _warned.add(engine)
+        log.warning("echo cancellation off: its engine is not installed (%s)", INSTALL_HINT)
+
+
 def create(settings: AecSettings | None = None, *, initial_delay_ms: float | None = None) -> EchoCanceller | None:
     """An :class:`EchoCanceller`, or None with ONE warning line (per process) when the engine is missing."""
     settings = settings or AecSettings()
     engine = load_engine(settings.engine)
     if engine is None:
-        if settings.engine not in _warned:
-            _warned.add(settings.engine)
-            log.warning("echo cancellation off: its engine is not installed (%s)", INSTALL_HINT)
+        warn_missing_engine(settings.engine)
         return None
     return EchoCanceller(engine, settings, initial_delay_ms=initial_delay_ms)
 
@@ -378,7 +383,12 @@ class Attachment:
         return self.canceller.metrics()
 
     def detach(self) -> None:
-        """Uninstall the filter and the tap (idempotent) and persist the measured delay for a warm start."""
+        """Uninstall the filter and the tap (idempotent) and persist the measured delay for a warm start.
+
+        Only at the end of both streams: a canceller cannot move to a reopened speaker. Each new output
+        stream has its own timing error (through PulseAudio the echo sat 4-13 ms elsewhere behind the
+        timestamps from one stream to the next, and slid 1-3 ms in a new stream's first seconds), and a
+        canceller converged on the old one leaked the first words of the next reply (docs/benchmarks.md)."""
         if not self._attached:
             return
         self._attached = False

@@ -50,6 +50,10 @@ class MicRouter:
         await self.source.start()
         self._started = True
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     async def run(self) -> None:
         """Read a source that has no capture thread, until cancelled or the source fails (raises
         :class:`bridge.errors.AudioError`). With a capture thread there is nothing to do here."""

@@ -118,16 +118,20 @@ async def present(where: Placement) -> bool:
     return (where.source is None or where.source in sources) and (where.sink is None or where.sink in sinks)
 
 
+SpeakerState = tuple[bool, int]
+"""Whether a playback stream should exist now, and how many times it has been opened or closed."""
+
+
 class SoundServerWatch:
     """Ends with :class:`AudioError` when this process's streams leave the devices they started on
-    (``speaker_open``: whether a playback stream should exist now; a kiosk closes it while idle)."""
+    (``speaker``: :data:`SpeakerState`; a kiosk closes the speaker while idle and opens it per call)."""
 
-    def __init__(self, expected: Placement, speaker_open: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, expected: Placement, speaker: Callable[[], SpeakerState] = lambda: (True, 0)) -> None:
         self.expected = expected
-        self._speaker_open = speaker_open
+        self._speaker = speaker
 
     def matches(self, now: Placement) -> bool:
-        sink_ok = not self._speaker_open() or self.expected.sink is None or now.sink == self.expected.sink
+        sink_ok = not self._speaker()[0] or self.expected.sink is None or now.sink == self.expected.sink
         return (self.expected.source is None or now.source == self.expected.source) and sink_ok
 
     async def run(self) -> None:
@@ -145,7 +149,11 @@ class SoundServerWatch:
                             await _line(proc.stdout)
                     except TimeoutError:
                         break
-                self.check(await placement())
+                speaker = self._speaker()
+                now = await placement()
+                if self._speaker() != speaker:
+                    continue  # the speaker opened or closed while the server was asked: its events come next
+                self.check(now)
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -6,7 +6,7 @@ negotiates Opus, and WS uses the 24 kHz PCM16 default.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 
@@ -32,8 +32,10 @@ def realtime_session(
     language: str | None = None,
     turn_detection: dict[str, Any] | None = None,
     vad: bool = True,
+    noise_reduction: Literal["near_field", "far_field", "off"] | None = None,
 ) -> dict[str, Any]:
-    """``vad=False`` (push-to-talk) sends ``turn_detection: null``: the client commits each turn."""
+    """``vad=False`` (push-to-talk) sends ``turn_detection: null``: the client commits each turn.
+    ``noise_reduction``: ``audio.input.noise_reduction`` (``off``: null; None: not sent, the API's default)."""
     transcription: dict[str, Any] = {"model": transcription_model}
     if language:
         transcription["language"] = language
@@ -43,6 +45,8 @@ def realtime_session(
         "model": model,
         "audio": {"input": {"transcription": transcription, "turn_detection": td}, "output": {"voice": voice}},
     }
+    if noise_reduction is not None:
+        session["audio"]["input"]["noise_reduction"] = None if noise_reduction == "off" else {"type": noise_reduction}
     if instructions:
         session["instructions"] = instructions
     return session

@@ -31,17 +31,20 @@ def samples(status: KioskStatus) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 def test_state_changes_log_one_line_each_and_notify(caplog: pytest.LogCaptureFixture) -> None:
     seen = []
     status = KioskStatus(on_change=lambda old, new, why: seen.append((old.value, new.value, why)))
+    assert status.snapshot()["state"] == "starting"  # not listening yet: the devices are still opening
     with caplog.at_level(logging.INFO, logger="bridge.kiosk.health"):
+        status.set_state(KioskState.IDLE)
         status.set_state(KioskState.CONNECTING)
         status.set_state(KioskState.CONNECTING)  # no change: nothing
         status.set_state(KioskState.BUDGET_SPENT, "30 of 30 call minutes used")
         status.set_state(KioskState.BUDGET_SPENT, "next call possible in 40 s")  # same state: no line
     assert status.snapshot()["state_reason"] == "next call possible in 40 s"
     assert [r.getMessage() for r in caplog.records] == [
+        "kiosk: starting -> idle",
         "kiosk: idle -> connecting",
         "kiosk: connecting -> budget_spent (30 of 30 call minutes used)",
     ]
-    assert seen == [("idle", "connecting", None), ("connecting", "budget_spent", "30 of 30 call minutes used")]
+    assert seen == [("starting", "idle", None), ("idle", "connecting", None), ("connecting", "budget_spent", "30 of 30 call minutes used")]
     s = samples(status)
     assert s[("bridge_kiosk_state", (("bridge_kiosk_state", "budget_spent"),))] == 1
     assert s[("bridge_kiosk_state", (("bridge_kiosk_state", "idle"),))] == 0
