@@ -143,6 +143,8 @@ class Station:
         target = LOW_LATENCY_PLAYOUT_TARGET_MS if paced_replies else None
         source, sink = open_source(input_dev), open_sink(output_dev)
         echo = echo_cancellation(aec_mode, source, sink)
+        if echo is not None:  # a steadier speaker, or a busy CPU makes the canceller leak (aec.SPEAKER_LATENCY_S)
+            sink = open_sink(output_dev, latency=aec.SPEAKER_LATENCY_S)
         watch = watch_devices and isinstance(source, DeviceSource) and soundserver.available()
         return cls(
             source,

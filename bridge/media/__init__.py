@@ -75,12 +75,13 @@ def open_source(dev: str | None) -> AudioSource:
     return DeviceSource(dev.strip() if dev else None)
 
 
-def open_sink(dev: str | None) -> AudioSink:
-    """The speaker for ``--output DEV``."""
+def open_sink(dev: str | None, *, latency: str | float = "low") -> AudioSink:
+    """The speaker for ``--output DEV``; ``latency``: a sound card's output latency (PortAudio's hint, seconds
+    or ``"low"``; see :data:`bridge.media.aec.SPEAKER_LATENCY_S`)."""
     kind = _kind(dev)
     if kind == "null":
         return NullSink()
     if kind == "wav":
         assert dev is not None
         return WavSink(Path(dev.strip()))
-    return DeviceSink(dev.strip() if dev else None)
+    return DeviceSink(dev.strip() if dev else None, latency=latency)

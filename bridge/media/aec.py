@@ -42,7 +42,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -57,10 +57,22 @@ log = logging.getLogger(__name__)
 
 RATE = 48_000
 CHUNK = RATE // 100
+SPEAKER_LATENCY_S = 0.04
+"""The speaker's output latency while the canceller runs (PortAudio's hint; ``"low"``, ~10 ms, otherwise).
+With ``"low"`` a busy CPU makes the speaker's timing jitter (underruns, late far-end reads) and the canceller
+leaks the reply into the microphone: the echo room under 1-2 busy processes measured 8.4-8.9
+self-interruptions per minute of reply at 10 ms, 2.1 at 20 ms, none at 30 and 40 ms (0 underruns);
+40 ms keeps a margin. The cost, +30 ms before the speaker is heard and goes quiet, is an open-speaker
+kiosk's only (docs/benchmarks.md, Echo cancellation)."""
 _FAR_ACTIVE = CHUNK * (32768 * 10 ** (-60 / 20)) ** 2  # chunk energy of -60 dBFS RMS
 _XFADE = RATE * 25 // 10_000  # 2.5 ms
 _MAX_LOOKAHEAD = 0.2  # never pair further ahead than this (timestamps that wrong are a broken device)
 _MAX_LATE_SHIFT = 0.1  # late reads never push the pairing back further than this
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
 
 
 def default_state_file() -> Path:
@@ -91,6 +103,9 @@ class AecSettings:
     estimate_every_s: float = 0.5
     state_file: Path | None = field(default_factory=default_state_file)
     """Where :func:`attach` keeps each device pair's measured delay (None: no warm start)."""
+    dump_dir: Path | None = field(default_factory=lambda: _env_path("BRIDGE_AEC_DUMP"))
+    """Write what the engine sees and gives (``near.raw``, ``far.raw``, ``out.raw``: 48 kHz mono int16, the
+    far end as paired) into this directory, for diagnosis (``BRIDGE_AEC_DUMP``; like WebRTC's aecdump)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,7 @@ class EchoCanceller:
         self._near_count = 0
         self._chunks = 0
         self._last_far_chunk = -(10**9)
+        self._loud_writes_seen = 0
         self._tail_chunks = int(s.tail_ms / 10)
         self._in_path = not s.bypass_idle
         self._prev: float | None = None
@@ -169,6 +185,10 @@ class EchoCanceller:
         self.realigns = 0
         self.switches = 0
         self._erle: float | None = None  # read by metrics() from any thread: one float, replaced whole
+        self._dump: tuple[BinaryIO, ...] | None = None
+        if s.dump_dir is not None:
+            s.dump_dir.mkdir(parents=True, exist_ok=True)
+            self._dump = tuple((s.dump_dir / f"{name}.raw").open("wb") for name in ("near", "far", "out"))
 
     # ---------------------------------------------------------------- output thread (PlaybackTap)
 
@@ -188,6 +208,9 @@ class EchoCanceller:
             t = near_offset + (self._near_count + k) / RATE
             far = self.far.read(t, CHUNK, self._shift)
             cleaned = self.engine.process(near, far)
+            if self._dump is not None:
+                for f, x in zip(self._dump, (near, far, cleaned), strict=True):
+                    f.write(x.tobytes())
             self.estimator.push(near, far)
             out[k : k + CHUNK] = self._route(near, cleaned, far)
             self._chunks += 1
@@ -209,6 +232,14 @@ class EchoCanceller:
         """The chunk to send: the engine's output while echo is possible, else the microphone itself."""
         far_e = float(np.dot(far.astype(np.float64), far))
         if far_e > _FAR_ACTIVE:
+            self._last_far_chunk = self._chunks
+        # Echo is possible when the reference paired with this chunk was loud lately, and also as soon as
+        # anything loud has been handed to the speaker: on a busy machine the pairing can lag the echo by
+        # tens of ms, and bypassing until the reference catches up let each reply's first ~100 ms through
+        # (the server took it for the user: a kiosk under load interrupted every reply at ~150 ms).
+        loud_writes = self.far.loud_writes
+        if loud_writes != self._loud_writes_seen:
+            self._loud_writes_seen = loud_writes
             self._last_far_chunk = self._chunks
         echo_possible = self._chunks - self._last_far_chunk <= self._tail_chunks
         self._measure(near, cleaned, echo_possible)
@@ -272,6 +303,12 @@ class EchoCanceller:
             return False
         self._shift = shift
         return True
+
+    def close(self) -> None:
+        """Once no thread feeds it any more: close the dump files (if any)."""
+        dump, self._dump = self._dump, None
+        for f in dump or ():
+            f.close()
 
     # ---------------------------------------------------------------- any thread
 
@@ -394,6 +431,7 @@ class Attachment:
         self._attached = False
         self.source.remove_filter(self.canceller)
         self.sink.remove_tap(self.canceller)
+        self.canceller.close()
         delay = self.canceller.delay_ms
         if delay is not None:
             save_delay(self.canceller.settings.state_file, self.key, delay)

@@ -292,14 +292,15 @@ class DeviceSource(AudioSource):
 
 
 class DeviceSink(AudioSink):
-    """A speaker through ``sd.RawOutputStream``: small blocks (5 ms), ``latency='low'``, pull per callback."""
+    """A speaker through ``sd.RawOutputStream``: small blocks (5 ms), ``latency='low'`` unless told (echo
+    cancellation wants a steadier one), pull per callback."""
 
     def __init__(
         self,
         device: str | int | None = None,
         *,
         block: int = DEVICE_BLOCK_SAMPLES,
-        latency: str = "low",
+        latency: str | float = "low",
         taps: Iterable[PlaybackTap] = (),
     ) -> None:
         super().__init__()

@@ -26,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 
 RATE = 48_000
+LOUD_DBFS = -60.0
+_LOUD_POWER = (32768 * 10 ** (LOUD_DBFS / 20)) ** 2
 
 
 class OffsetTracker:
@@ -99,6 +101,8 @@ class FarEnd:
         self._jump = round(jump_ms * rate / 1000)
         self._clock = clock
         self._last_write = -math.inf
+        self.loud_writes = 0
+        """Blocks above :data:`LOUD_DBFS` handed to the device so far (read from any thread)."""
         self._lock = threading.Lock()
         self._rp: int | None = None  # capture thread only
         self._stepped = False
@@ -134,6 +138,8 @@ class FarEnd:
                 self._ring[: len(pcm) - first] = pcm[first:]
             self._written = self._written + n
             self._last_write = self._clock()
+        if float(np.dot(pcm.astype(np.float64), pcm)) > n * _LOUD_POWER:
+            self.loud_writes += 1
 
     # ---------------------------------------------------------------- capture thread
 

@@ -10,7 +10,7 @@ import pytest
 from openai.types.realtime.realtime_session_create_request import RealtimeSessionCreateRequest
 
 from bridge.app.devices import echo_line
-from bridge.call.station import echo_cancellation
+from bridge.call.station import Station, echo_cancellation
 from bridge.config import aec_setting
 from bridge.errors import ConfigError
 from bridge.media import aec
@@ -34,6 +34,13 @@ def test_auto_is_on_for_two_sound_cards_only() -> None:
     assert echo_cancellation("off", DeviceSource(), DeviceSink()) is None
     with pytest.raises(ConfigError, match="needs a sound card"):
         echo_cancellation("on", DeviceSource(), NullSink())
+
+
+def test_with_echo_cancellation_the_speaker_is_opened_with_a_steadier_latency() -> None:
+    with_aec = Station.for_devices(None, None, paced_replies=True, aec_mode="on")
+    without = Station.for_devices(None, None, paced_replies=True, aec_mode="off")
+    assert isinstance(with_aec.sink, DeviceSink) and isinstance(without.sink, DeviceSink)
+    assert (with_aec.sink.latency_hint, without.sink.latency_hint) == (aec.SPEAKER_LATENCY_S, "low")
 
 
 def test_a_missing_engine_turns_auto_off_with_one_warning_and_on_into_an_error(

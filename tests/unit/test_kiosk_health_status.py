@@ -44,7 +44,11 @@ def test_state_changes_log_one_line_each_and_notify(caplog: pytest.LogCaptureFix
         "kiosk: idle -> connecting",
         "kiosk: connecting -> budget_spent (30 of 30 call minutes used)",
     ]
-    assert seen == [("starting", "idle", None), ("idle", "connecting", None), ("connecting", "budget_spent", "30 of 30 call minutes used")]
+    assert seen == [
+        ("starting", "idle", None),
+        ("idle", "connecting", None),
+        ("connecting", "budget_spent", "30 of 30 call minutes used"),
+    ]
     s = samples(status)
     assert s[("bridge_kiosk_state", (("bridge_kiosk_state", "budget_spent"),))] == 1
     assert s[("bridge_kiosk_state", (("bridge_kiosk_state", "idle"),))] == 0
