@@ -223,6 +223,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--transports", default="webrtc,ws")
     p.add_argument("--profiles", default="clean")
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--stock", default="clean,wifi,lossy,mobile", metavar="PROFILES", help="stock aiortc runs on these")
     p.add_argument("--out", default="out/bench", metavar="DIR")
     p.add_argument("--live", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)

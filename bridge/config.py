@@ -94,6 +94,10 @@ FastRtp = Literal["on", "off", "loop"]
 """``BRIDGE_FAST_RTP``: ``on`` (default; ``1``): bridge's short RTP paths, the uplink sent from the
 microphone's capture thread when it has one; ``loop``: short paths, uplink always sent from the event loop
 (for A/B measurements); ``off`` (``0``): aiortc's own RTP loops."""
+PlayoutMode = Literal["neteq", "neteq-fec", "steps"]
+"""``BRIDGE_PLAYOUT``: the WebRTC playout margin. ``neteq`` (default): follows the measured arrival jitter and
+conceals a late frame when the speaker needs it; ``neteq-fec``: also waits a frame for the next packet's FEC;
+``steps``: the older 5 ms margin raised by underruns (A/B switches, docs/benchmarks.md)."""
 AecMode = Literal["on", "off", "auto"]
 """``--aec`` / ``BRIDGE_AEC``: echo cancellation ``auto`` (default: on when input and output are sound cards),
 ``on`` (an error where it cannot run) or ``off``."""
@@ -124,6 +128,14 @@ def positive(what: str, value: int | None, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{what} takes a whole number >= 1, got {value}")
     return value
+
+
+def playout_setting(value: str | None) -> PlayoutMode:
+    modes: dict[str, PlayoutMode] = {"neteq": "neteq", "neteq-fec": "neteq-fec", "steps": "steps"}
+    mode = modes.get((value or "neteq").strip().casefold())
+    if mode is not None:
+        return mode
+    raise ConfigError(f"BRIDGE_PLAYOUT takes neteq, neteq-fec or steps (got {value!r})")
 
 
 def aec_setting(value: str | None) -> AecMode:
@@ -167,6 +179,9 @@ class RunConfig:
     ptt: bool = False
     bargein: Literal["exact", "naive"] = "exact"
     fast_rtp: FastRtp = "on"
+    playout: PlayoutMode = "neteq"
+    opus_fec: bool = True
+    """``BRIDGE_OPUS_FEC=0``: the WebRTC offer does not declare in-band FEC (the server then sends none)."""
     reconnect_for: float = DEFAULT_RECONNECT_FOR_S
     replay: Literal["summary", "items"] = "summary"
     replay_turns: int = 40
@@ -213,6 +228,8 @@ class RunConfig:
             ptt=bool(args.ptt),
             bargein=args.bargein,
             fast_rtp=fast_rtp_setting(env("BRIDGE_FAST_RTP")),
+            playout=playout_setting(env("BRIDGE_PLAYOUT")),
+            opus_fec=(env("BRIDGE_OPUS_FEC", "1") or "1").strip() != "0",
             reconnect_for=seconds_setting("--reconnect-for", args.reconnect_for or env("BRIDGE_RECONNECT_FOR")),
             replay=args.replay or "summary",
             replay_turns=positive("--replay-turns", args.replay_turns, 40),

@@ -67,7 +67,9 @@ def scripted_runtime(
     tw = TranscriptWriter(tmp_path / "t.jsonl")
     tw.open()
     record = CallRecord(tw, Quiet())
-    rt = Runtime(link, ReplyAudio(playout, record), record, tools=tools, bargein_mode=bargein_mode)
+    reply = ReplyAudio(playout, record)
+    reply.live = True  # the call's current connection
+    rt = Runtime(link, reply, record, tools=tools, bargein_mode=bargein_mode)
     return rt, link, playout
 
 

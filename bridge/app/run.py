@@ -102,7 +102,7 @@ async def amain(cfg: RunConfig) -> int:
         transcript.open()
         stack.callback(transcript.close)
         record = CallRecord(transcript, PrintConsole())
-        connector = Connector(http, creds, station, transport=cfg.transport, fast_rtp=cfg.fast_rtp, bargein=cfg.bargein)
+        connector = Connector.for_run(http, creds, station, cfg)
         policy = ReconnectPolicy(
             reconnect_for=cfg.reconnect_for,
             budget=ReplayBudget(turns=cfg.replay_turns, chars=cfg.replay_chars, shape=cfg.replay),

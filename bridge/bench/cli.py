@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.bench import report
+from bridge.bench import budget, report
 from bridge.bench.lab import Lab, LabSettings
 from bridge.bench.profiles import parse_profiles
 from bridge.errors import ConfigError
@@ -28,8 +28,13 @@ def settings_from_args(args: argparse.Namespace) -> LabSettings:
         raise ConfigError(f"--transports takes {', '.join(TRANSPORTS)} (got {args.transports!r})")
     if args.trials < 2:
         raise ConfigError("--trials must be >= 2")
+    stock = tuple(n.strip() for n in getattr(args, "stock", "").split(",") if n.strip())
     return LabSettings(
-        transports=transports, profiles=parse_profiles(args.profiles), trials=args.trials, out_dir=Path(args.out)
+        transports=transports,
+        profiles=parse_profiles(args.profiles),
+        trials=args.trials,
+        out_dir=Path(args.out),
+        stock_profiles=stock or None,
     )
 
 
@@ -60,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     command = "bridge bench " + shlex.join(
         ["--transports", args.transports, "--profiles", args.profiles, "--trials", str(args.trials)]
+        + ["--stock", args.stock]
     )
 
     def progress(msg: str) -> None:
@@ -68,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
 
     doc, paths = run_lab(settings, command, progress)
     print(report.table(doc))
+    print()
+    print(budget.table(doc))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())} ({doc['seconds']:.0f} s)")
     bad = [c for c in doc["cells"] if c["errors"] or not any(c[k]["n"] for k, _ in report.COLUMNS)]
     return 1 if bad else 0

@@ -166,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("| configuration | CPU % per thread (median over the rounds) |")
         print("|---|---|")
-        for name, runs in threads.items():
-            if runs:
-                medians = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in {k for r in runs for k in r}}
+        for name, per_round in threads.items():
+            if per_round:
+                names_seen = {k for r in per_round for k in r}
+                medians = {k: statistics.median(r.get(k, 0.0) for r in per_round) for k in names_seen}
                 cells = ", ".join(f"{k} {v:.1f}" for k, v in sorted(medians.items(), key=lambda kv: -kv[1]) if v > 0)
                 print(f"| {CONFIGS[name][0]} | {cells} |")
     return 0

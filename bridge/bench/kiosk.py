@@ -4,6 +4,8 @@ A private PulseAudio daemon (scripts/pulse-up.sh in a temporary directory), ``br
 127.0.0.1 (tone replies, its loopback admin API), and ``bridge run --kiosk`` on the virtual devices with
 its health endpoint. Then, per mode:
 
+``--aec``: with echo cancellation (the default on sound cards) the speaker stays open while the kiosk idles.
+
 - ``idle``: the kiosk listening for ``--seconds`` with nobody there: its CPU (utime + stime from /proc,
   share of one core) and RSS, beside the same for the sound stack alone (a process holding the same two
   streams, doing nothing: :mod:`bridge.bench.floor`);
@@ -165,7 +167,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     wav = work / "visitor.wav"
     onset_s = speech_wav(wav, cache)
     emu_port, health_port = free_port(), free_port()
-    env = {**pulse.env, "OPENAI_API_KEY": "sk-bench-kiosk"}
+    env = {**pulse.env, "OPENAI_API_KEY": "sk-bench-kiosk", "XDG_STATE_HOME": str(work / "state")}
     emu = subprocess.Popen(  # noqa: ASYNC220 - a harness starting its servers once
         [sys.executable, "-m", "bridge", "emulate", "--port", str(emu_port), "--think-ms", "300", "--reply-seconds",
          "1.5"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -175,7 +177,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     log_path = work / "kiosk.log"
     kiosk: subprocess.Popen[bytes] | None = None
     recorder = Recorder(pulse.env, work / "spk.raw")
-    out: dict[str, Any] = {"transport": args.transport, "hangup_after_s": args.hangup_after}
+    out: dict[str, Any] = {"transport": args.transport, "aec": args.aec, "hangup_after_s": args.hangup_after}
     try:
         assert emu.stdout is not None
         emu.stdout.readline()  # "listening on ..."
@@ -183,7 +185,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             kiosk = subprocess.Popen(  # noqa: ASYNC220 - a harness starting its servers once
                 [sys.executable, "-m", "bridge", "run", "--kiosk", "--transport", args.transport, "--api-base", base,
                  "--health-port", str(health_port), "--hangup-after", str(args.hangup_after),
-                 "--transcript-dir", str(work / "calls"), "-v"],
+                 "--transcript-dir", str(work / "calls"), "--aec", args.aec, "-v"],
                 env=env, stderr=log_file, stdout=subprocess.DEVNULL,
             )  # fmt: skip
             await wait_state(health_port, ("idle",), 30)
@@ -283,7 +285,7 @@ async def open_call(
     """The same sentence into a call that was already open: ``bridge run`` on the same devices."""
     proc = subprocess.Popen(  # noqa: ASYNC220 - a harness starting its servers once
         [sys.executable, "-m", "bridge", "run", "--transport", args.transport, "--api-base", base, "--transcript",
-         str(work / "open.jsonl"), "--duration", str(6 * args.open_turns + 4)],
+         str(work / "open.jsonl"), "--duration", str(6 * args.open_turns + 4), "--aec", args.aec],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     ms: list[float] = []
@@ -315,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cycles", type=int, default=10, help="visitors (at least)")
     p.add_argument("--minutes", type=float, default=0.0, help="keep cycling at least this long (soak)")
     p.add_argument("--hangup-after", type=float, default=3.0)
+    p.add_argument("--aec", choices=["on", "off", "auto"], default="auto", help="bridge run's --aec (auto: on here)")
     p.add_argument("--open-turns", type=int, default=5)
     p.add_argument("--no-compare", dest="compare_open_call", action="store_false")
     p.add_argument("--out", default=None, metavar="FILE.json")

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.bench import metrics, signals
+from bridge.bench import budget, metrics, signals
 from bridge.bench.netem import Topology, netns_unavailable_reason
 from bridge.bench.profiles import PROFILES, Profile
 from bridge.errors import BridgeError
@@ -42,11 +42,11 @@ RUN_GRACE_S = 40.0  # beyond the planned length: start-up, connect, teardown
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _vad_silence_ms() -> int:
+def _vad_ms(key: str) -> int:
     """The turn detection ``bridge run`` asks for (its session config is the one source of truth)."""
     from bridge.protocol.session_config import default_turn_detection
 
-    return int(default_turn_detection()["silence_duration_ms"])
+    return int(default_turn_detection()[key])
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class LabSettings:
     reply_s: float = 3.0
     echo_spacing_s: float = 1.0
     stock: bool = True
+    stock_profiles: tuple[str, ...] | None = None  # None: every profile
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Cell:
     rss_mb: list[float] = field(default_factory=list)
     connect_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    client_stats: list[dict[str, Any]] = field(default_factory=list)  # the runs' ``stats`` transcript lines
 
     def to_dict(self) -> dict[str, Any]:
         t = self.trials
@@ -88,12 +90,14 @@ class Cell:
                 round(float(np.median(t.truncation_error_ms)), 1) if t.truncation_error_ms else None
             ),
             "reported": {k: metrics.summary(v) for k, v in t.reported.items()},
+            "stages": {k: metrics.summary(v) for k, v in sorted(t.stages.items())},
             "gaps_per_min": None if t.gaps_per_min is None else round(t.gaps_per_min, 2),
             "missing": t.missing,
             "skipped": t.skipped,
             "cpu_pct": round(max(self.cpu_pct), 1) if self.cpu_pct else None,
             "rss_mb": round(max(self.rss_mb), 1) if self.rss_mb else None,
             "connect_s": round(float(np.median(self.connect_s)), 2) if self.connect_s else None,
+            "client": self._client(),
             "errors": self.errors,
             "raw": {
                 "round_trip_ms": [round(v, 1) for v in t.round_trip_ms],
@@ -102,6 +106,13 @@ class Cell:
                 "truncation_error_ms": [round(v, 1) for v in t.truncation_error_ms],
             },
         }
+
+    def _client(self) -> dict[str, Any] | None:
+        if self.transport != "webrtc" or not self.client_stats:
+            return None
+        seconds = sum(s.get("playout", {}).get("pulled", 0) for s in self.client_stats) / 48_000
+        out = budget.client_summary(self.client_stats, seconds)
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in out.items()}
 
 
 class LocalNet:
@@ -256,7 +267,8 @@ class Lab:
         self.settings = settings
         self.key = "sk-bench-" + secrets.token_hex(8)
         self.progress = progress or (lambda msg: None)
-        self.vad_silence_ms = _vad_silence_ms()
+        self.vad_silence_ms = _vad_ms("silence_duration_ms")
+        self.vad_padding_ms = _vad_ms("prefix_padding_ms")
         self.notes: list[str] = []
         self.paths: dict[str, dict[str, Any]] = {}
 
@@ -308,7 +320,8 @@ class Lab:
             Emulator(net, "tone", s, self.key, d / "emulator_tone.jsonl") as emu_tone,
         ):
             transports = list(s.transports)
-            if s.stock and "webrtc" in transports:
+            stock_here = s.stock_profiles is None or profile.name in s.stock_profiles
+            if s.stock and stock_here and "webrtc" in transports:
                 transports.append("stock")
             for transport in transports:
                 cell = Cell(transport, profile.name)
@@ -350,8 +363,10 @@ class Lab:
             cell.errors.append(f"{kind}: {exc}")
             return
         out = signals.read_wav(files["out"])
+        server_log = [r for r in emu.log_records() if r.get("t", 0) >= timing.input_start_unix]
         if kind == "echo":
-            tr = metrics.echo_trials(plan.bursts, out, timing, s.echo_spacing_s)
+            server = metrics.ServerView.from_log(server_log, timing.input_start_unix)
+            tr = metrics.echo_trials(plan.bursts, out, timing, s.echo_spacing_s, server, self.vad_padding_ms)
         else:
             tr = metrics.turn_trials(
                 plan.bursts,
@@ -360,9 +375,13 @@ class Lab:
                 think_ms=s.think_ms,
                 vad_silence_ms=self.vad_silence_ms,
                 reply_s=s.reply_s,
-                server_log=[r for r in emu.log_records() if r.get("t", 0) >= timing.input_start_unix],
+                server_log=server_log,
+                padding_ms=self.vad_padding_ms,
             )
             tr.reported = metrics.reported_latency(_read_jsonl(files["t"]))
+        stats = [x for x in _read_jsonl(files["t"]) if x.get("kind") == "stats"]
+        if stats:
+            cell.client_stats.append(stats[-1])
         if cell.transport == "stock":
             tr.gaps, tr.audio_s = 0, 0.0  # it writes frames at arrival time: its "gaps" are arrival jitter
         cell.trials.merge(tr)
@@ -383,6 +402,11 @@ def _path_summary(path: dict[str, Any]) -> dict[str, Any]:
     tcp = path.get("tcp")
     if tcp and tcp.get("rtt_ms"):
         out["tcp_rtt_p50_ms"] = round(float(np.median(tcp["rtt_ms"])), 2)
+    for direction in ("up", "down"):
+        rate = path.get(f"rate_{direction}")
+        if rate and rate.get("kbps"):
+            out[f"{direction}_kbps"] = rate["kbps"]
+            out[f"{direction}_burst_drain_ms"] = rate["drain_ms"]
     return out
 
 

@@ -193,10 +193,14 @@ class Topology:
         self.profile = profile
         self._start_forwarder()
 
-    def measure(self, udp_count: int = 100, tcp_count: int = 20, interval: float = 0.01) -> dict[str, object]:
-        """Probe the path client -> server now: UDP and TCP echo round trips (see :mod:`bridge.bench.probe`)."""
+    def measure(
+        self, udp_count: int = 100, tcp_count: int = 20, interval: float = 0.01, rate: bool | None = None
+    ) -> dict[str, object]:
+        """Probe the path client -> server now: UDP and TCP echo round trips and, when the profile has a
+        bottleneck (or ``rate``), a burst each way for its rate (see :mod:`bridge.bench.probe`)."""
         port = "7007"
-        lifetime = udp_count * interval + tcp_count * 1.0 + 10
+        rate = self.profile.limited if rate is None else rate
+        lifetime = udp_count * interval + tcp_count * 1.0 + (30 if rate else 0) + 10
         probe = [sys.executable, "-m", "bridge.bench.probe"]
         server = subprocess.Popen(
             self.exec_argv("srv", [*probe, "serve", "--port", port, "--lifetime", str(lifetime)]),
@@ -209,11 +213,14 @@ class Topology:
             if not ready or server.stdout.readline().strip() != "ready":
                 raise NetnsError("the probe echo server did not start")
             out: dict[str, object] = {}
-            kinds = [("udp", ["--count", str(udp_count), "--interval", str(interval)])]
+            kinds = [("udp", ["udp", "--count", str(udp_count), "--interval", str(interval)])]
             if tcp_count > 0:
-                kinds.append(("tcp", ["--count", str(tcp_count), "--timeout", "10"]))
-            for kind, extra in kinds:
-                argv = self.exec_argv("cli", [*probe, kind, self.server_addr, port, *extra])
+                kinds.append(("tcp", ["tcp", "--count", str(tcp_count), "--timeout", "10"]))
+            if rate:
+                for direction in ("up", "down"):
+                    kinds.append((f"rate_{direction}", ["rate", "--direction", direction, "--count", "150"]))
+            for kind, (cmd, *extra) in kinds:
+                argv = self.exec_argv("cli", [*probe, cmd, self.server_addr, port, *extra])
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=lifetime)
                 if proc.returncode != 0:
                     raise NetnsError(f"{kind} probe failed: {proc.stderr.strip()[-300:]}")

@@ -12,18 +12,24 @@ synthesis, not a recording: the scores compare settings with each other, they ar
     python -m bridge.bench.opus_quality --bitrates 48000 --complexities 5 --losses 0,1,5,10,20   # FEC
 
 ``--losses`` sets the packet loss the encoder codes in-band FEC for (the audio itself is not lost): the
-FEC's price on a clean network, in quality and in encode time.
+FEC's price on a clean network, in quality and in encode time. ``--applications`` compares libopus's
+application modes: ``restricted-lowdelay`` (CELT only) looks ahead 2.5 ms instead of 6.5 ms, which would
+take 4 ms off everything the server hears (issue #18's latency budget), at the price shown:
+
+    python -m bridge.bench.opus_quality --bitrates 48000 --complexities 5 --applications voip,restricted-lowdelay
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +44,32 @@ SENTENCES = (
     ("en-gb+m3", "I have been feeling a little anxious lately and I would like some advice on sleeping better."),
 )
 PESQ_RATE = 16_000
+APPLICATIONS = {"voip": 2048, "audio": 2049, "restricted-lowdelay": 2051}  # OPUS_APPLICATION_*
+_GET_LOOKAHEAD = 4027
+
+
+class ModeEncoder(LibopusEncoder):
+    """:class:`LibopusEncoder` with another libopus application mode (the bridge's is VoIP), for this bench."""
+
+    def __init__(self, application: int, bitrate: int, complexity: int, loss_perc: int) -> None:
+        super().__init__(bitrate=bitrate, complexity=complexity, loss_perc=loss_perc)
+        if application == APPLICATIONS["voip"]:
+            return
+        self.close()
+        err = ctypes.c_int(0)
+        self._enc = self._lib.lib.opus_encoder_create(RATE, 1, application, ctypes.byref(err))
+        if err.value != 0 or not self._enc:
+            raise OSError(f"opus_encoder_create failed ({err.value})")
+        ctl = self._lib.lib.opus_encoder_ctl
+        for request, value in ((4002, bitrate), (4012, 1), (4014, loss_perc), (4010, complexity)):
+            if ctl(ctypes.c_void_p(self._enc), ctypes.c_int(request), ctypes.c_int32(value)) != 0:
+                raise OSError(f"opus_encoder_ctl({request}, {value}) failed")
+
+    @property
+    def lookahead_ms(self) -> float:
+        samples = ctypes.c_int32(0)
+        self._lib.lib.opus_encoder_ctl(ctypes.c_void_p(self._enc), ctypes.c_int(_GET_LOOKAHEAD), ctypes.byref(samples))
+        return samples.value / RATE * 1000
 
 
 def speech_clips() -> list[np.ndarray]:
@@ -83,17 +115,21 @@ def encode_us(clips: list[np.ndarray], make: Callable[[], LibopusEncoder], passe
     return statistics.median(times)
 
 
-def measure(bitrates: list[int], complexities: list[int], losses: list[int]) -> list[dict[str, float]]:
+def measure(
+    bitrates: list[int], complexities: list[int], losses: list[int], applications: list[str] | None = None
+) -> list[dict[str, Any]]:
     try:
-        from pesq import pesq
+        from pesq import pesq  # type: ignore[import-not-found,import-untyped,unused-ignore]  # optional, built from source
     except ImportError as exc:
         raise BridgeError("the pesq package is missing: pip install pesq") from exc
     clips = speech_clips()
     rows = []
-    for bitrate, complexity, loss in ((b, c, lo) for b in bitrates for c in complexities for lo in losses):
+    apps = applications or ["voip"]
+    grid = ((b, c, lo, a) for a in apps for b in bitrates for c in complexities for lo in losses)
+    for bitrate, complexity, loss, app in grid:
 
-        def make(b: int = bitrate, c: int = complexity, lo: int = loss) -> LibopusEncoder:
-            return LibopusEncoder(bitrate=b, complexity=c, loss_perc=lo)
+        def make(b: int = bitrate, c: int = complexity, lo: int = loss, a: str = app) -> ModeEncoder:
+            return ModeEncoder(APPLICATIONS[a], bitrate=b, complexity=c, loss_perc=lo)
 
         scores = []
         for x in clips:
@@ -101,6 +137,8 @@ def measure(bitrates: list[int], complexities: list[int], losses: list[int]) -> 
             scores.append(pesq(PESQ_RATE, to_16k(x[: len(y)]), to_16k(y), "wb"))  # P.862.2 aligns delay itself
         rows.append(
             {
+                "application": app,
+                "lookahead_ms": make().lookahead_ms,
                 "bitrate": bitrate,
                 "complexity": complexity,
                 "fec_loss": loss,
@@ -117,19 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bitrates", default="48000,32000")
     parser.add_argument("--complexities", default="0,1,3,5,9")
     parser.add_argument("--losses", default="0", help="packet loss %% the encoder codes FEC for")
+    parser.add_argument("--applications", default="voip", help=f"libopus modes: {', '.join(APPLICATIONS)}")
     args = parser.parse_args(argv)
-    ints = [[int(v) for v in arg.split(",")] for arg in (args.bitrates, args.complexities, args.losses)]
+    bitrates, complexities, losses = (
+        [int(v) for v in arg.split(",")] for arg in (args.bitrates, args.complexities, args.losses)
+    )
     try:
-        rows = measure(*ints)
+        rows = measure(bitrates, complexities, losses, [a.strip() for a in args.applications.split(",")])
     except BridgeError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
-    print("| bitrate (kbps) | complexity | FEC for loss (%) | PESQ-WB mean (min) | encode per frame, hot (us) |")
-    print("|---:|---:|---:|---|---:|")
+    print(
+        "| application | lookahead (ms) | bitrate (kbps) | complexity | FEC for loss (%) | PESQ-WB mean (min) "
+        "| encode per frame, hot (us) |"
+    )
+    print("|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(
-            f"| {r['bitrate'] / 1000:.0f} | {r['complexity']:.0f} | {r['fec_loss']:.0f} "
-            f"| {r['pesq_wb']:.2f} ({r['pesq_wb_min']:.2f}) | {r['encode_us']:.0f} |"
+            f"| {r['application']} | {r['lookahead_ms']:.1f} | {r['bitrate'] / 1000:.0f} | {r['complexity']:.0f} "
+            f"| {r['fec_loss']:.0f} | {r['pesq_wb']:.2f} ({r['pesq_wb_min']:.2f}) | {r['encode_us']:.0f} |"
         )
     return 0
 

@@ -1,9 +1,12 @@
-"""Round-trip probes for checking the lab's network: UDP and TCP echo, bounded in count and time.
+"""Probes for checking the lab's network: UDP and TCP echo, and UDP bursts for the bottleneck's rate.
 
 ``python -m bridge.bench.probe serve --port P --lifetime S`` answers UDP datagrams and TCP lines on P;
 ``python -m bridge.bench.probe udp HOST P --count N`` / ``tcp HOST P --count N`` print one JSON line:
-``{"sent", "received", "rtt_ms": [...]}``. Used by the netns tests and by the lab to record the path's
-real RTT next to each profile's results. Only ever pointed at the lab's own namespaces.
+``{"sent", "received", "rtt_ms": [...]}``. ``rate HOST P --direction up|down --count N --size B`` sends
+(up) or has the server send (down) N datagrams of B bytes back to back and times their arrival at the
+far end (up: from the server's 8-byte acks): the bottleneck's rate in kbit/s of Ethernet frames, and
+how long the burst took to drain (what a full queue holds). Used by the netns tests and by the lab to
+record the path next to each profile's results. Only ever pointed at the lab's own namespaces.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import select
 import socket
 import sys
 import time
+
+FRAME_OVERHEAD = 42  # Ethernet 14 + IPv4 20 + UDP 8 bytes around a datagram's payload
+BURST_DOWN = b"D"  # "send me N datagrams of B bytes": D + N (4 bytes) + B (4 bytes)
+BURST_UP = b"U"  # one datagram of an upward burst; acked with u + its number (8 bytes)
 
 
 def serve(port: int, lifetime: float) -> None:
@@ -30,8 +37,15 @@ def serve(port: int, lifetime: float) -> None:
         readable, _, _ = select.select([udp, tcp, *conns], [], [], 0.2)
         for s in readable:
             if s is udp:
-                data, addr = udp.recvfrom(2048)
-                udp.sendto(data, addr)
+                data, addr = udp.recvfrom(65_536)
+                if data[:1] == BURST_DOWN and len(data) == 9:
+                    n, size = int.from_bytes(data[1:5], "big"), int.from_bytes(data[5:9], "big")
+                    for i in range(min(n, 10_000)):
+                        udp.sendto(b"d" + i.to_bytes(4, "big") + b"\0" * max(0, min(size, 1400) - 5), addr)
+                elif data[:1] == BURST_UP:
+                    udp.sendto(b"u" + data[1:5] + b"\0\0\0", addr)
+                else:
+                    udp.sendto(data, addr)
             elif s is tcp:
                 c, _ = tcp.accept()
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -75,6 +89,47 @@ def udp_rtts(host: str, port: int, count: int, interval: float, timeout: float) 
     return {"sent": i, "received": len(rtts), "rtt_ms": [round(r, 3) for r in rtts], "order": order}
 
 
+def udp_rate(host: str, port: int, direction: str, count: int, size: int, timeout: float) -> dict[str, object]:
+    """A burst of ``count`` datagrams of ``size`` bytes through the bottleneck; its rate at the far end."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.connect((host, port))
+    size = max(9, min(size, 1400))
+    t0 = time.monotonic()
+    if direction == "down":
+        s.send(BURST_DOWN + count.to_bytes(4, "big") + size.to_bytes(4, "big"))
+        frame = size + FRAME_OVERHEAD
+    else:
+        for i in range(count):
+            s.send(BURST_UP + i.to_bytes(4, "big") + b"\0" * (size - 5))
+        frame = size + FRAME_OVERHEAD
+    arrivals: list[float] = []
+    deadline = t0 + timeout
+    while len(arrivals) < count:
+        wait = deadline - time.monotonic()
+        if wait <= 0 or not select.select([s], [], [], wait)[0]:
+            break
+        try:
+            s.recv(65_536)
+        except ConnectionRefusedError:
+            continue
+        arrivals.append(time.monotonic())
+        deadline = min(t0 + timeout, arrivals[-1] + 1.0)  # the burst is over when nothing comes for 1 s
+    s.close()
+    kbps = None
+    if len(arrivals) >= 4 and arrivals[-1] > arrivals[1]:
+        # from the second arrival on: the first two leave together out of a full token bucket
+        kbps = (len(arrivals) - 2) * frame * 8 / (arrivals[-1] - arrivals[1]) / 1000
+    return {
+        "direction": direction,
+        "sent": count,
+        "received": len(arrivals),
+        "kbps": None if kbps is None else round(kbps, 1),
+        "drain_ms": round((arrivals[-1] - arrivals[0]) * 1000, 1) if arrivals else None,
+        "first_ms": round((arrivals[0] - t0) * 1000, 1) if arrivals else None,
+    }
+
+
 def tcp_rtts(host: str, port: int, count: int, timeout: float) -> dict[str, object]:
     t0 = time.monotonic()
     s = socket.create_connection((host, port), timeout=timeout)
@@ -109,12 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--count", type=int, default=50)
         c.add_argument("--interval", type=float, default=0.02)
         c.add_argument("--timeout", type=float, default=2.0)
+    r = sub.add_parser("rate")
+    r.add_argument("host")
+    r.add_argument("port", type=int)
+    r.add_argument("--direction", choices=("up", "down"), default="down")
+    r.add_argument("--count", type=int, default=200)
+    r.add_argument("--size", type=int, default=1000)
+    r.add_argument("--timeout", type=float, default=10.0)
     args = p.parse_args(argv)
     if args.cmd == "serve":
         serve(args.port, args.lifetime)
         return 0
     if args.cmd == "udp":
         result = udp_rtts(args.host, args.port, args.count, args.interval, args.timeout)
+    elif args.cmd == "rate":
+        result = udp_rate(args.host, args.port, args.direction, args.count, args.size, args.timeout)
     else:
         result = tcp_rtts(args.host, args.port, args.count, args.timeout)
     print(json.dumps(result), flush=True)

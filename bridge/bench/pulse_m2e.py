@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class Loop:
     rtt_ms: list[float]
     missed: int
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, object]:
         a = np.array(self.rtt_ms) if self.rtt_ms else np.array([np.nan])
         return {
             "n": len(self.rtt_ms),
@@ -101,7 +102,7 @@ def run_harness(bursts: int, record_from: str) -> Loop:
     pos = [0]
     done = threading.Event()
 
-    def callback(indata, outdata, frames, _time, _status) -> None:  # PortAudio thread: slicing only
+    def callback(indata: Any, outdata: Any, frames: int, _time: Any, _status: Any) -> None:  # PortAudio thread
         a = pos[0]
         b = min(a + frames, total)
         outdata[: b - a, 0] = played[a:b]

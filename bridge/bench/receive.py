@@ -141,15 +141,10 @@ async def run_scenario(sc: Scenario, payloads: Sequence[bytes], seed: int) -> tu
     sp = StockPath(stock, arrival_by_ts)
     consumer = loop.create_task(sp.consume())
 
-    class _Pkt:
-        __slots__ = ("sequence_number", "timestamp", "_data")
-
     def deliver(i: int) -> None:
         seq, ts = (1000 + i) % 65536, i * FRAME
         arrival_by_ts[ts] = time.monotonic()
-        p = _Pkt()
-        p.sequence_number, p.timestamp, p._data = seq, ts, payloads[i]
-        rx.feed(p)
+        rx.feed_rtp(seq, ts, payloads[i])
         sp.feed(seq, ts, payloads[i])
 
     # Schedule on the loop clock (monotonic); deliveries in arrival order, reordering included.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bridge.bench import budget
 from bridge.bench.profiles import PROFILES
 
 COLUMNS = [
@@ -106,7 +107,8 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def markdown_table(doc: dict[str, Any]) -> str:
-    rows = [HEADER, ["---"] * len(HEADER), *(_row(c) for c in doc["cells"])]
+    header = [h.replace("|", "\\|") for h in HEADER]  # "|truncation err|" must not split the cell
+    rows = [header, ["---"] * len(HEADER), *(_row(c) for c in doc["cells"])]
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
@@ -215,6 +217,8 @@ def markdown(doc: dict[str, Any], plots: list[Path] | None = None, plot_prefix: 
     lines += [f"- error: {e}" for e in errs]
     lines += ["", "Cross-check against the bridge's own `latency` transcript lines (medians, ms):", ""]
     lines += [cross_check_table(doc), ""]
+    lines += ["Latency budget: each stage's median and its floor (ms; bridge/bench/budget.py sets the floors):", ""]
+    lines += [budget.table(doc), ""]
     for p in plots or []:
         lines.append(f"![{p.stem}]({plot_prefix}{p.name})")
     return "\n".join(lines) + "\n"

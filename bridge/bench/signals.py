@@ -110,7 +110,8 @@ def envelope(x: np.ndarray, rate: int = RATE, block_ms: int = BLOCK_MS) -> np.nd
     n = len(x) // b
     if n == 0:
         return np.zeros(0)
-    return np.abs(x[: n * b].astype(np.int32)).reshape(n, b).max(axis=1)
+    peaks: np.ndarray = np.abs(x[: n * b].astype(np.int32)).reshape(n, b).max(axis=1)
+    return peaks
 
 
 @dataclass(frozen=True)

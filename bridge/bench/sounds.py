@@ -117,7 +117,8 @@ def _slam(rng: np.random.Generator) -> np.ndarray:
     body = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.28)) for f in rng.uniform(60, 220, 4))
     crack = rng.standard_normal(m) * _envelope(m, 0.0005, 0.015)
     rattle = rng.standard_normal(m) * _envelope(m, 0.01, 0.12) * 0.2
-    return 0.6 * body * _envelope(m, 0.003, 0.15) + crack + rattle
+    out: np.ndarray = 0.6 * body * _envelope(m, 0.003, 0.15) + crack + rattle
+    return out
 
 
 def door_slams(rng: np.random.Generator, seconds: float) -> np.ndarray:

@@ -74,6 +74,7 @@ async def _play(track: MediaStreamTrack, out: np.ndarray, out_start: float) -> N
         except MediaStreamError:
             return
         now = time.time()
+        assert isinstance(frame, AudioFrame)
         pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1).astype(np.int16)
         i = int((now - out_start) * RATE)
         if 0 <= i < len(out):

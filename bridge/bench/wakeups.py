@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 DEVICE_BLOCKS_MS = ((5, 10), (10, 10), (10, 20), (20, 20))  # (output, input); the bridge uses (5, 10)
 
@@ -74,8 +75,15 @@ def measure(rate: float, seconds: float) -> list[tuple[str, float]]:
     """(label, CPU % at ``rate`` wake-ups a second) for each way of waking."""
     rows = [("thread, time.sleep", _cpu_percent(lambda: thread_sleep(rate, seconds)))]
     for name, run in _loops():
-        rows.append((f"{name} task, asyncio.sleep", _cpu_percent(lambda r=run: r(task_sleep(rate, seconds)))))
-        rows.append((f"{name} timer callback", _cpu_percent(lambda r=run: r(timer_callbacks(rate, seconds)))))
+
+        def sleeping(r: Callable[[Any], Any] = run) -> None:
+            r(task_sleep(rate, seconds))
+
+        def timers(r: Callable[[Any], Any] = run) -> None:
+            r(timer_callbacks(rate, seconds))
+
+        rows.append((f"{name} task, asyncio.sleep", _cpu_percent(sleeping)))
+        rows.append((f"{name} timer callback", _cpu_percent(timers)))
     return rows
 
 

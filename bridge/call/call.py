@@ -70,7 +70,8 @@ class Call:
         return await self.connector.open(self.session_config(), self.record, self.tools)
 
     def activate(self, conn: Connection) -> None:
-        """``conn`` becomes the current connection: the microphone moves to it."""
+        """``conn`` becomes the current connection: its reply audio plays, the microphone moves to it."""
+        conn.go_live(self.connector.station.playout)
         if self._attach is not None:
             self._attach(conn)
         else:

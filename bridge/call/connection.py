@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.call.runtime import Runtime
 from bridge.link.base import CloseInfo, CloseReason, RealtimeLink
 from bridge.media.mic import MicRouter
 from bridge.media.uplink import Uplink
+
+if TYPE_CHECKING:
+    from bridge.rtc.receiver import PlayoutClock
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,12 @@ class Connection:
         """Items of the call's history this session was told when it started (a reconnect)."""
         self._mic = mic
         self._closed = False
+
+    def go_live(self, playout: PlayoutClock) -> None:
+        """This connection's reply audio plays from now on (it becomes the call's current one); a real-time
+        stream's arrivals steer ``playout`` (:meth:`RealtimeLink.feed_playout`)."""
+        self.runtime.reply.live = True
+        self.link.feed_playout(playout)
 
     def attach_mic(self) -> None:
         """From the next frame on, the station's microphone goes to this connection (and no longer to

@@ -21,7 +21,7 @@ from bridge.call.record import CallRecord
 from bridge.call.reply_audio import ReplyAudio
 from bridge.call.runtime import FunctionCallHandler, Runtime
 from bridge.call.station import Station
-from bridge.config import Credentials, FastRtp
+from bridge.config import Credentials, FastRtp, PlayoutMode, RunConfig
 from bridge.link import http as rest
 from bridge.link.base import RealtimeLink, Transport
 from bridge.link.webrtc import WebRTCLink
@@ -45,13 +45,34 @@ class Connector:
         transport: Transport = "webrtc",
         fast_rtp: FastRtp = "on",
         bargein: BargeInMode = "exact",
+        playout: PlayoutMode = "neteq",
+        opus_fec: bool = True,
     ) -> None:
+        """``fast_rtp``, ``playout`` and ``opus_fec``: WebRTC switches (:class:`bridge.config.RunConfig`)."""
         self.http = http
         self.credentials = credentials
         self.station = station
         self.transport: Transport = transport
         self.fast_rtp: FastRtp = fast_rtp
         self.bargein: BargeInMode = bargein
+        self.playout: PlayoutMode = playout
+        self.opus_fec = opus_fec
+
+    @classmethod
+    def for_run(
+        cls, http: aiohttp.ClientSession, credentials: Credentials, station: Station, cfg: RunConfig
+    ) -> Connector:
+        """As ``bridge run`` (and its kiosk) are configured."""
+        return cls(
+            http,
+            credentials,
+            station,
+            transport=cfg.transport,
+            fast_rtp=cfg.fast_rtp,
+            bargein=cfg.bargein,
+            playout=cfg.playout,
+            opus_fec=cfg.opus_fec,
+        )
 
     async def open(
         self, session_config: dict[str, Any], record: CallRecord, tools: FunctionCallHandler | None = None
@@ -100,5 +121,7 @@ class Connector:
             hangup_key=creds.api_key or ek.value,
             fast_rtp=self.fast_rtp != "off",
             uplink_thread=self.fast_rtp == "on",
+            inband_fec=self.opus_fec,
+            playout_mode=self.playout,
         )
         return link, mic

@@ -58,11 +58,16 @@ class ReplyAudio:
         self.done: set[str] = set()
         """Items all of whose audio has arrived."""
         self.interrupted: set[str] = set()
+        self.live = False
+        """This connection's audio plays (it is the call's current connection: :meth:`Connection.go_live`)."""
 
     # ---- audio in ----------------------------------------------------------------------------------------
 
     def on_media(self, pcm48: np.ndarray) -> None:
-        """A decoded 20 ms frame of WebRTC reply audio (event loop)."""
+        """A decoded 20 ms frame of WebRTC reply audio (event loop); dropped until the connection is the
+        call's current one (a new session's stream of silence while the old one still plays)."""
+        if not self.live:
+            return
         if self.gate_closed:
             self._record.metrics.dropped_late_audio_ms += len(pcm48) / 48
             return

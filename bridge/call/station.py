@@ -328,6 +328,7 @@ class Station:
         return {
             "playout": dataclasses.asdict(self.playout.counters),
             "playout_target_ms": self.playout.target_ms,
+            "playout_jitter_ms": self.playout.jitter_ms,
             "mic_dropped": mic["dropped"],
             "mic_overflows": mic.get("overflows", 0),  # sound card input lost (callback late)
             "mic_errors": mic["errors"],

@@ -13,7 +13,14 @@ Wiring (PROTOCOL.md 2.3; docs/architecture.md "Emulator engine"):
   ``interrupt()`` can report exactly the ms of the item that went on the wire (the server truncates at
   what it SENT, PROTOCOL.md 2.3 "Truncation over WebRTC/SIP is automatic");
 - ``echo`` behaviour: each received 20 ms frame is queued to the output track in live mode and goes
-  back out at the next deadline (the mouth-to-ear test path).
+  back out as it arrives (the mouth-to-ear test path; ``bridge.rtc.tracks``, live mode);
+- Opus in-band FEC on the reply audio, as a libwebrtc sender codes it: only for a client whose offer
+  declares it can decode it (``a=fmtp:<opus pt> useinbandfec=1``, RFC 7587 section 6.1; browsers
+  declare it) and at the packet loss that client's RTCP receiver reports say (libwebrtc's Opus encoder
+  sets its FEC from the reported uplink loss: ``audio_encoder_opus.cc``). The track then encodes with
+  :class:`bridge.rtc.opus.LibopusEncoder` (mono, VoIP, 48 kbit/s) and :func:`bridge.rtc.fec.follow_reported_loss`
+  keeps its FEC at the smoothed reported loss (none below 1 %); a client that declares nothing gets
+  aiortc's own encoder and no FEC.
 - between replies the track sends silence: one 20 ms Opus frame every 20 ms for as long as the call is
   up, as the real server does (docs/protocol-notes.md "Continuous RTP"); a client's silent-death detector
   relies on it. A stalled session (:mod:`bridge.emulator.lifetime`) sends no RTP at all.
@@ -42,7 +49,9 @@ from bridge.emulator.engine import Engine
 from bridge.emulator.lifetime import Lifetime
 from bridge.protocol import ids
 from bridge.protocol.pcm import downsample_48k_to_24k, upsample_24k_to_48k
+from bridge.rtc import fec
 from bridge.rtc.loopback import loopback_candidates
+from bridge.rtc.opus import LibopusEncoder
 from bridge.rtc.receiver import AudioReceiver, receiver_for_track
 from bridge.rtc.tracks import FRAME_SAMPLES, PacedAudioTrack
 
@@ -173,6 +182,7 @@ class RtcCall:
         self.receiver = AudioReceiver(self._on_audio)
         self.channel: RTCDataChannel | None = None
         self.client_events_dropped = 0
+        self.fec_loss = fec.LossTracker()  # the client's reports of our reply audio's loss
         self._client_q: asyncio.Queue[str] = asyncio.Queue(maxsize=CLIENT_QUEUE_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing: asyncio.Future[None] | None = None
@@ -186,7 +196,10 @@ class RtcCall:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        pc.addTrack(self.track)
+        sender = pc.addTrack(self.track)
+        if declares_inband_fec(offer_sdp):  # code FEC at the loss the client reports, as libwebrtc does
+            encoder = self.track.encoder = LibopusEncoder(fec=True, loss_perc=0)
+            self._spawn(fec.follow_reported_loss(sender, encoder, self.fec_loss), "reply fec")
         answer = await pc.createAnswer()
         with self._ice_scope():
             await pc.setLocalDescription(answer)  # aiortc gathers candidates here
@@ -321,6 +334,21 @@ class RtcCall:
             "reply_dropped_samples": self.out.dropped_samples,
             "client_events_dropped": self.client_events_dropped,
         }
+
+
+def declares_inband_fec(sdp: str) -> bool:
+    """Whether an SDP's Opus payload type carries ``useinbandfec=1`` (RFC 7587 6.1: the default is 0)."""
+    opus_pts = {
+        line.split()[0].split(":", 1)[1]
+        for line in sdp.splitlines()
+        if line.startswith("a=rtpmap:") and " opus/" in line.lower()
+    }
+    for line in sdp.splitlines():
+        if line.startswith("a=fmtp:"):
+            pt, _, params = line[len("a=fmtp:") :].partition(" ")
+            if pt in opus_pts and "useinbandfec=1" in params.replace(" ", ""):
+                return True
+    return False
 
 
 async def create_call(offer_sdp: str, engine: Engine, config: EmulatorConfig) -> tuple[str, RtcCall]:

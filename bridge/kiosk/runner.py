@@ -265,14 +265,7 @@ class Kiosk:
                 conn.attach_mic()
             drained = True
 
-        connector = Connector(
-            self.http,
-            self.credentials,
-            station,
-            transport=self.run_cfg.transport,
-            fast_rtp=self.run_cfg.fast_rtp,
-            bargein=self.run_cfg.bargein,
-        )
+        connector = Connector.for_run(self.http, self.credentials, station, self.run_cfg)
         session = self.run_cfg.session(station.cancels_echo)
         if self.agents is not None:
             session = self.agents.session_config(session)

@@ -15,9 +15,12 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.faults import Faults
+
+if TYPE_CHECKING:
+    from bridge.rtc.receiver import PlayoutClock
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,13 @@ class RealtimeLink(abc.ABC):
         """The link's own media work for as long as the connection lives (sending the microphone,
         following the server's loss reports); cancelled when the connection ends. Returns at once when
         there is none."""
+        return None
+
+    def feed_playout(self, playout: PlayoutClock) -> None:
+        """This connection's reply audio now plays (it is the call's current one): a link whose audio is a
+        real-time stream reports each packet's arrival to ``playout``, which asks it for concealment when a
+        frame is late (WebRTC: NetEq-like, :meth:`bridge.rtc.receiver.AudioReceiver.follow`). A link whose
+        audio comes in events has nothing to do."""
         return None
 
     def close_info(self) -> CloseInfo | None:

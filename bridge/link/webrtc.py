@@ -24,14 +24,15 @@ import aiohttp
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from bridge.config import PlayoutMode
 from bridge.errors import ConnectError
 from bridge.faults import Faults
 from bridge.link import http as rest
 from bridge.link.base import WEBRTC, CloseInfo, CloseReason, ConnectTimings, RealtimeLink
 from bridge.media.paced import until_grid
 from bridge.media.track import MicTrack
-from bridge.rtc import fastpath, fec
-from bridge.rtc.receiver import AudioReceiver
+from bridge.rtc import fastpath, fec, opus
+from bridge.rtc.receiver import AudioReceiver, PlayoutClock
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,13 @@ class WebRTCLink(RealtimeLink):
         hangup_key: str | None = None,
         fast_rtp: bool = True,
         uplink_thread: bool = True,
+        inband_fec: bool = True,
+        playout_mode: PlayoutMode = "neteq",
     ) -> None:
+        """``inband_fec``: the offer says we decode Opus in-band FEC (:func:`bridge.rtc.opus.declare_inband_fec`).
+        ``playout_mode``: ``neteq``: the receiver reports arrivals to the playout it feeds and conceals a
+        frame when the playout needs it (:meth:`feed_playout`); ``neteq-fec``: and waits for the next
+        packet's FEC; ``steps``: neither (the receiver's own jitter buffer; A/B switches, BRIDGE_PLAYOUT)."""
         super().__init__()
         self._http = http
         self._api_base = api_base
@@ -84,6 +91,9 @@ class WebRTCLink(RealtimeLink):
         self._fast_receive: fastpath.FastReceive | None = None
         self.dropped_events = 0
         self._closed = False
+        self._inband_fec = inband_fec
+        self._playout_mode: PlayoutMode = playout_mode
+        self._playout: PlayoutClock | None = None
 
     async def connect(self) -> ConnectTimings:
         timings = ConnectTimings()
@@ -111,7 +121,10 @@ class WebRTCLink(RealtimeLink):
 
         await pc.setLocalDescription(await pc.createOffer())
         timings.mark("offer")
-        answer, self.call_id = await rest.post_sdp(self._http, self._calls_url, self._key, pc.localDescription.sdp)
+        offer = pc.localDescription.sdp
+        if self._inband_fec:
+            offer = opus.declare_inband_fec(offer)
+        answer, self.call_id = await rest.post_sdp(self._http, self._calls_url, self._key, offer)
         timings.mark("sdp_exchange")
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         timings.mark("answer_applied")
@@ -126,6 +139,13 @@ class WebRTCLink(RealtimeLink):
         self._mic.release()
         self._install_fast_receive()
         return timings
+
+    def feed_playout(self, playout: PlayoutClock) -> None:
+        if self._playout_mode == "steps" or self._playout is not None:
+            return
+        self._playout = playout
+        if self.receiver is not None:
+            self.receiver.follow(playout, fec_wait=self._playout_mode == "neteq-fec")
 
     def _install_fast_receive(self) -> None:
         """DTLS is connected once the data channel is open: route incoming SRTP audio the short way."""
@@ -147,6 +167,8 @@ class WebRTCLink(RealtimeLink):
             if transceiver.receiver.track is track:
                 self.receiver = AudioReceiver(self._on_audio)
                 self.receiver.attach(transceiver.receiver)
+                if self._playout is not None:
+                    self.receiver.follow(self._playout, fec_wait=self._playout_mode == "neteq-fec")
                 self._rtp_receiver = transceiver.receiver
                 log.info("remote audio attached to the low-latency receive path")
 
@@ -217,6 +239,10 @@ class WebRTCLink(RealtimeLink):
                 "duplicates": st.duplicates,
                 "reordered": st.reordered,
                 "wait_ms": round(self.receiver.wait_ms, 1),
+                "fec_frames": st.fec_frames,
+                "covered": st.window.covered,
+                "covered_late": st.window.covered_late,
+                "covered_lost": st.window.covered_lost,
             }
         if self.fast_stats is not None:
             out["fast_rtp"] = dataclasses.asdict(self.fast_stats)

@@ -12,10 +12,9 @@ Why each piece exists (issues #3 and #4):
 - ``flush(fade_ms)`` empties the queue at once: the next pull plays at most ``fade_ms`` of faded audio and
   then silence, so a barge-in is silent within one device block, with no click.
 - Items that were flushed (or dropped) are gated: late chunks of the interrupted response are discarded.
-- Low-latency mode (``target_ms``, for the WebRTC downlink) keeps the queue near one frame: if the least
-  it holds after a pull, over a window, stays above the target, a few samples per block are skipped by a crude
-  time-stretch (<= 2 % speed-up, no clicks), and a large excess is dropped at once. Underruns become
-  silence and never add delay later (nothing is ever re-buffered to "catch up").
+- Low-latency mode (``target_ms``, for the WebRTC downlink) keeps a small margin queued after every pull;
+  the margin and the drift control that holds the queue to it are :mod:`bridge.media.playout_target`.
+  Underruns become silence and never add delay later (nothing is ever re-buffered to "catch up").
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from bridge.media.base import RATE, SAMPLES_PER_MS
+from bridge.media.playout_target import AdaptiveTarget, DriftControl, JitterTarget
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ Overflow = Literal["drop_oldest", "drop_newest"]
 EventKind = Literal["first_sample", "drained", "stopped"]
 
 _MAX_TRACKED = 256  # items remembered for played_ms / the discard gate (oldest forgotten first)
-_RAISE_GAP_S = 1.0  # low-latency mode: at most one target raise per second
+HELD_BIN_MS = 5  # bins of PlayoutCounters.held_ms_hist
+SLACK_GUARD_MS = 5.0  # jitter mode: slack kept beyond the jitter (the receive path conceals 3 ms ahead)
+HELD_BINS = 41  # 0-5, 5-10, ... 195-200, >= 200 ms
 
 
 @dataclass
@@ -90,8 +92,13 @@ class PlayoutCounters:
     gated_dropped: int = 0
     flushed: int = 0
     drift_dropped: int = 0
+    stretched: int = 0  # samples added by stretching to build the margin up (jitter mode)
     underruns: int = 0
     silent_pulls: int = 0
+    held_ms_hist: list[int] = field(default_factory=lambda: [0] * HELD_BINS)
+    """Low-latency mode: how much was queued ahead of each pushed chunk (what it waits before it starts
+    playing, to within one device block), in ``HELD_BIN_MS`` bins: the playout margin's share of the
+    latency, for the lab's budget."""
 
 
 class PlayoutBuffer:
@@ -124,22 +131,26 @@ class PlayoutBuffer:
         # Queue mode (WS: deltas arrive faster than real time) keeps what is playing and rejects the
         # excess; low-latency mode (WebRTC, real-time producer) keeps the newest audio.
         self.overflow: Overflow = overflow or ("drop_newest" if target_ms is None else "drop_oldest")
-        self.target = None if target_ms is None else int(target_ms * SAMPLES_PER_MS)
-        # Adaptive target (low-latency mode): an underrun while audio is flowing means a frame came later
-        # than the queue could cover, so the target grows one step (up to adapt_max); each adapt_relax
-        # seconds without one it shrinks a step back toward the configured target. Latency stays near one
-        # frame on a clean network and grows only as much as the network (or a busy machine) needs.
-        self.base_target = self.target
-        self._adapt_step = int(adapt_step_ms * SAMPLES_PER_MS)
-        self._adapt_max = int(adapt_max_ms * SAMPLES_PER_MS)
-        self._adapt_relax = adapt_relax_s
-        self._last_raise = -math.inf  # last raise or relax step (relaxing waits adapt_relax after it)
-        self._last_bump = -math.inf  # last raise
         self._clock = clock
-        self._drift_window = int(drift_window_ms * SAMPLES_PER_MS)
-        self._drift_tolerance = int(drift_tolerance_ms * SAMPLES_PER_MS)
-        self._max_stretch = max_stretch
-        self._hard_excess = int(hard_excess_ms * SAMPLES_PER_MS)
+        # Low-latency mode: the margin kept after every pull, and the drift control that holds it there.
+        self._target = (
+            None
+            if target_ms is None
+            else AdaptiveTarget(
+                target_ms, step_ms=adapt_step_ms, max_ms=adapt_max_ms, relax_s=adapt_relax_s, clock=clock
+            )
+        )
+        # Once the receive path reports arrivals (arrival()), the margin follows the measured jitter instead.
+        self._jitter: JitterTarget | None = None
+        self._arrival_delay: float | None = None  # the last reported packet's lateness (ms), for its push
+        self._last_pull_at: float | None = None
+        self._last_pull_n = 0
+        self._drift = DriftControl(
+            window_ms=drift_window_ms,
+            tolerance_ms=drift_tolerance_ms,
+            max_stretch=max_stretch,
+            hard_excess_ms=hard_excess_ms,
+        )
         self.listener = listener
         self.counters = PlayoutCounters()
         self.output_latency = 0.0
@@ -157,9 +168,6 @@ class PlayoutBuffer:
         self._active = False
         self._start_at = -math.inf  # low-latency mode: a stream starting from empty plays from here on
         self._last_key: Key | None = None
-        self._window_min = math.inf
-        self._window_len = 0
-        self._to_shave = 0
 
     # ------------------------------------------------------------------ producer side (event loop)
 
@@ -182,11 +190,19 @@ class PlayoutBuffer:
                 if n == 0:
                     return 0
             self._stats_for(key).pushed += n
-            if self.target is not None and not self._queued and not self._active:
+            if self._target is not None and not self._queued and not self._active:
                 # Starting from empty: hold the first samples for the target, so the margin after every
                 # pull covers the next frame's lateness from the very first frame on (a start in the
                 # wrong phase would otherwise run dry 20 ms later and raise the target for the session).
-                self._start_at = self._clock() + self.target / RATE
+                self._start_at = self._clock() + self._margin() / RATE
+            if self._target is not None:
+                held = min(HELD_BINS - 1, int(self._queued / SAMPLES_PER_MS / HELD_BIN_MS))
+                self.counters.held_ms_hist[held] += 1
+                delay, self._arrival_delay = self._arrival_delay, None
+                if delay is not None and self._active and self._last_pull_at is not None:
+                    # how long before the device would have run short this audio came, had it not been late
+                    slack = self._until_dry(self._clock()) * RATE + delay * SAMPLES_PER_MS
+                    self._drift.slack(slack)
             self._queue.append((key, chunk.copy()))
             self._queued += n
             self.counters.pushed += n
@@ -224,6 +240,40 @@ class PlayoutBuffer:
     def set_output_latency(self, seconds: float) -> None:
         """The sink's reported output latency (PortAudio ``stream.latency``); 0 for files."""
         self.output_latency = max(0.0, float(seconds))
+
+    # ------------------------------------------------------------------ the receive path's view (event loop)
+
+    def arrival(self, media_s: float, at: float | None = None) -> None:
+        """A packet of the low-latency stream arrived; ``media_s`` is its media time (RTP timestamp / rate).
+        From the first call on, the margin follows the arrival jitter (:class:`JitterTarget`) and dry
+        pulls no longer raise it: the receive path conceals what is late when the device needs it."""
+        if self._target is None:
+            return
+        with self._lock:
+            if self._jitter is None:
+                self._jitter = JitterTarget(clock=self._clock)
+            self._jitter.observe(media_s, at)
+            self._arrival_delay = self._jitter.delay_ms
+
+    def ms_until_dry(self) -> float | None:
+        """How long (ms) until a device pull will find less than it takes, while a low-latency stream is
+        playing; None when nothing is playing (idle, holding a start, or fading out a flush)."""
+        with self._lock:
+            if self._target is None or not self._active or self._fade_remaining or self._last_pull_at is None:
+                return None
+            return self._until_dry(self._clock()) * 1000.0
+
+    def _until_dry(self, now: float) -> float:
+        """Seconds until the first device pull that will find fewer samples than it takes (lock held)."""
+        assert self._last_pull_at is not None
+        n = max(1, self._last_pull_n)
+        pulls_left = self._queued // n + 1  # the pull that finds < n samples
+        return self._last_pull_at + pulls_left * n / RATE - now
+
+    @property
+    def jitter_ms(self) -> float | None:
+        """The margin the measured arrival jitter asks for (None before the receive path reports)."""
+        return None if self._jitter is None or not self._jitter.ready else self._jitter.ms
 
     # ------------------------------------------------------------------ queries (any thread)
 
@@ -275,10 +325,11 @@ class PlayoutBuffer:
         events: list[PlayoutEvent] = []
         with self._lock:
             self.counters.pulled += n
-            if self.target is not None:
-                self._relax_target(now)
+            self._last_pull_at, self._last_pull_n = now, n
+            if self._target is not None:
+                self._target.relax(now)
             holding = not self._active and now < self._start_at and self._queued and not self._fade_remaining
-            extra = self._drift_extra(n) if self.target is not None and not holding else 0
+            extra = self._drift_extra(n) if self._target is not None and not holding else 0
             want = n + extra
             avail = min(want, self._queued)
             if holding:
@@ -288,7 +339,7 @@ class PlayoutBuffer:
                 if self._active:
                     self._note_dry()
                 self._active = False
-                self._window_reset()
+                self._drift.reset_window()
             else:
                 src = out if extra == 0 else np.zeros(want, dtype=np.int16)
                 self._take(src, avail, now, n, events)
@@ -298,7 +349,7 @@ class PlayoutBuffer:
                         out[:] = np.interp(
                             np.linspace(0.0, want - 1, n), np.arange(want), src.astype(np.float64)
                         ).astype(np.int16)
-                        self._to_shave -= extra
+                        self._drift.shaved(extra)
                     else:
                         out[: min(n, got)] = src[: min(n, got)]
                 if avail < want:
@@ -375,25 +426,23 @@ class PlayoutBuffer:
         last = self._stats.get(self._last_key) if self._last_key else None
         if last is None or not last.ended:
             self.counters.underruns += 1
-            now = self._clock()
-            # One stall (e.g. the busy first second of a call) often runs the queue dry several times in a
-            # row: it raises the target once, not once per dry pull.
-            if self.target is not None and now - self._last_bump >= _RAISE_GAP_S:
-                self.target = min(self._adapt_max, self.target + self._adapt_step)
-                self._last_raise = self._last_bump = now
+            if self._target is not None and self._jitter is None:
+                self._target.on_underrun()
 
-    def _relax_target(self, now: float) -> None:
-        """One step back toward the configured target after a quiet ``adapt_relax`` seconds."""
-        if self.target is None or self.base_target is None or self.target <= self.base_target:
-            return
-        if now - self._last_raise >= self._adapt_relax:
-            self.target = max(self.base_target, self.target - self._adapt_step // 2)
-            self._last_raise = now
+    def _margin(self) -> int:
+        """The margin (samples): once the receive path reports arrivals, the slack each packet needs before
+        the device would run short, i.e. the measured jitter plus the receive path's guard; else the
+        stepped margin left after each pull."""
+        assert self._target is not None
+        if self._jitter is not None:
+            jitter = self._jitter.ms if self._jitter.ready else 0.0
+            return int((jitter + SLACK_GUARD_MS) * SAMPLES_PER_MS)
+        return self._target.value
 
     @property
     def target_ms(self) -> float | None:
         """The current (adaptive) minimum queue depth in low-latency mode."""
-        return None if self.target is None else self.target / SAMPLES_PER_MS
+        return None if self._target is None else self._margin() / SAMPLES_PER_MS
 
     def _finish_fade(self, now: float, events: list[PlayoutEvent]) -> None:
         pend = self._pending_stop
@@ -405,40 +454,19 @@ class PlayoutBuffer:
         events.append(PlayoutEvent("stopped", None, pend.stopped_at))
 
     def _drift_extra(self, n: int) -> int:
-        """Samples to skip in this pull so that the least the queue holds after a pull returns to ``target``
-        (low-latency mode)."""
-        assert self.target is not None
-        depth = self._queued
-        if self._fade_remaining or depth == 0:
+        """Samples to squeeze into this pull (time-stretch) so the margin returns to the target; a far too
+        deep queue is cut back at once (low-latency mode)."""
+        assert self._target is not None
+        if self._fade_remaining:
             return 0
-        if depth > self.target + self._hard_excess:
-            # Far too deep (a burst after a stall): jump back to the target at once.
-            over = depth - self.target - n
-            if over > 0:
-                self.counters.drift_dropped += self._discard_head(over)
-                self._window_reset()
-                self._to_shave = 0
-            return 0
-        # The margin is what is left AFTER this pull: the cover for the next frame's lateness. (Measuring
-        # the depth before the pull let the drift control shave the queue below one block, so every
-        # frame that landed just after a pull was an underrun: a 10 ms gap and a raised target.)
-        self._window_min = min(self._window_min, depth - n)
-        self._window_len += n
-        if self._window_len >= self._drift_window:
-            excess = int(self._window_min) - self.target
-            self._to_shave = excess if excess > self._drift_tolerance else 0
-            self._window_reset()
-        if self._to_shave <= 0:
-            return 0
-        extra = min(self._to_shave, max(1, int(n * self._max_stretch)), depth - n)
-        if extra <= 0:
-            return 0
-        self.counters.drift_dropped += extra
-        return extra
-
-    def _window_reset(self) -> None:
-        self._window_min = math.inf
-        self._window_len = 0
+        plan = self._drift.plan(self._queued, n, self._margin(), slack=self._jitter is not None)
+        if plan.discard:
+            self.counters.drift_dropped += self._discard_head(plan.discard)
+        if plan.extra > 0:
+            self.counters.drift_dropped += plan.extra
+        elif plan.extra < 0:
+            self.counters.stretched -= plan.extra
+        return plan.extra
 
     def _cut(self, item_id: str | None, fade_ms: float, discard: bool) -> FlushResult:
         now = self._clock()
@@ -494,8 +522,7 @@ class PlayoutBuffer:
                 dropped_by_item={k: v for k, v in affected.items() if v},
             )
             self._fade_remaining = fade_total
-            self._to_shave = 0
-            self._window_reset()
+            self._drift.reset()
             if fade_total:
                 self._pending_stop = result
             else:

@@ -274,6 +274,37 @@ class AvDecoder:
         pass
 
 
+def declare_inband_fec(sdp: str) -> str:
+    """``sdp`` (an offer) saying this end decodes Opus in-band FEC: ``a=fmtp:<pt> useinbandfec=1``.
+
+    RFC 7587 section 6.1: ``useinbandfec`` "specifies that the decoder has the capability to take advantage
+    of the Opus in-band FEC"; its default is 0. A sender that follows it (libwebrtc's Opus encoder only codes
+    FEC for a receiver that declared it, then at the loss that receiver reports) sends a receiver that says
+    nothing no FEC at all, and aiortc's offer says nothing (no ``a=fmtp`` for Opus). Browsers offer
+    ``useinbandfec=1``. :class:`LibopusDecoder` recovers a lost frame from the next packet's FEC, so the
+    bridge declares it, in the text it posts: aiortc's codec preferences cannot add parameters and its codec
+    table is process-wide. Every Opus payload type gets the parameter (added to its ``a=fmtp`` line, or a
+    line of its own after its ``a=rtpmap``); an SDP without Opus comes back unchanged.
+    """
+    lines = sdp.split("\r\n")
+    opus = {
+        line.split()[0].split(":", 1)[1]
+        for line in lines
+        if line.startswith("a=rtpmap:") and len(line.split()) > 1 and line.split()[1].lower().startswith("opus/")
+    }
+    out: list[str] = []
+    have_fmtp = {line.split()[0].split(":", 1)[1] for line in lines if line.startswith("a=fmtp:")}
+    for line in lines:
+        if line.startswith("a=fmtp:") and line.split()[0].split(":", 1)[1] in opus and "useinbandfec" not in line:
+            line = line + ";useinbandfec=1" if len(line.split(maxsplit=1)) > 1 else line + " useinbandfec=1"
+        out.append(line)
+        if line.startswith("a=rtpmap:"):
+            pt = line.split()[0].split(":", 1)[1]
+            if pt in opus and pt not in have_fmtp:
+                out.append(f"a=fmtp:{pt} useinbandfec=1")
+    return "\r\n".join(out)
+
+
 def make_decoder(prefer: str = "libopus") -> LibopusDecoder | AvDecoder:
     """The best decoder available: libopus (PLC) unless it cannot be loaded or ``prefer="av"``."""
     if prefer == "libopus":

@@ -12,9 +12,17 @@ its type and the ``add`` call in ``_handle_rtp_packet`` and raises :class:`RtcSe
 upgrade moved them; tests/unit/test_rtc_receiver.py runs it against the installed aiortc.
 
 Packets then go through :class:`bridge.rtc.reorder.ReorderWindow` (order, dedupe, hole policy), are
-decoded in order by :mod:`bridge.rtc.opus` (PLC for lost frames), cut to 20 ms mono int16 48 kHz frames
-and passed to ``on_audio`` synchronously, on the event loop. Nothing is queued except the few packets
-held behind a hole, for at most the window's wait.
+decoded in order by :mod:`bridge.rtc.opus` (PLC for lost frames, FEC from the next packet when it is
+here), cut to 20 ms mono int16 48 kHz frames and passed to ``on_audio`` synchronously, on the event loop.
+Nothing is queued except the few packets held behind a hole, for at most the window's wait.
+
+:meth:`AudioReceiver.follow` ties the receiver to the playout it feeds (:class:`PlayoutClock`), the way
+libwebrtc's NetEq is one unit (its ``g3doc/index.md``: a packet missing at playout time is concealed
+then; the target delay comes from the packets' arrival times): every packet's arrival goes to the
+playout, whose margin then follows the measured jitter, and when the playout is about to run dry with
+the next packet missing, the receiver conceals one frame right then (:meth:`ReorderWindow.cover`)
+instead of letting the device play silence. Holes behind which later packets wait are then only held
+for the reorder depth this stream has shown (:data:`bridge.rtc.reorder.FOLLOW_PLAYOUT`).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiortc
 import numpy as np
@@ -35,7 +43,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from bridge.faults import Faults
 from bridge.rtc.opus import FRAME_SAMPLES, AvDecoder, LibopusDecoder, make_decoder
-from bridge.rtc.reorder import Packet, ReorderConfig, ReorderStats, ReorderWindow, Slot
+from bridge.rtc.reorder import FOLLOW_PLAYOUT, Packet, ReorderConfig, ReorderStats, ReorderWindow, Slot
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,18 @@ TESTED_AIORTC = ("1.16.",)
 JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 CODECS_ATTR = "_RTCRtpReceiver__codecs"
 DELAY_HISTORY = 3000  # last 60 s of per-frame added delays
+NEED_GUARD_MS = 3.0  # conceal this long before the playout would run dry (event-loop timer lateness)
+TS_MOD = 1 << 32
+
+
+class PlayoutClock(Protocol):
+    """What the receiver needs from the playout it feeds (``bridge.media.playout.PlayoutBuffer``)."""
+
+    def arrival(self, media_s: float, at: float | None = None) -> None:
+        """A packet whose media starts at ``media_s`` arrived at ``at`` (monotonic s)."""
+
+    def ms_until_dry(self) -> float | None:
+        """Milliseconds until the device will find the playout short; None when nothing is playing."""
 
 
 class RtcSeamError(RuntimeError):
@@ -105,6 +125,7 @@ class ReceiverStats:
     window: ReorderStats
     frames_out: int = 0  # on_audio calls
     concealed_frames: int = 0  # 20 ms frames produced by PLC/FEC/fade
+    fec_frames: int = 0  # concealed frames decoded from the next packet (its in-band FEC, if it has any)
     decode_errors: int = 0
     unsupported: int = 0  # packets of a non-Opus payload type
     callback_errors: int = 0
@@ -164,6 +185,10 @@ class AudioReceiver:
         self.faults = Faults("reply audio consumer (on_audio)", logger)
         """Errors of ``on_audio``: counted, the first logged with its traceback, the rest summed."""
         self.delays_ms: deque[float] = deque(maxlen=DELAY_HISTORY)
+        self._playout: PlayoutClock | None = None
+        self._fec_wait = False
+        self._ts_last: int | None = None  # RTP timestamp unwrapping for the playout's arrival clock
+        self._ts_ext = 0
 
     # ---- wiring ------------------------------------------------------------------------------------
 
@@ -175,6 +200,19 @@ class AudioReceiver:
         self._receiver = receiver
         self._original_jb = getattr(receiver, JITTER_ATTR)
         setattr(receiver, JITTER_ATTR, _Tap(self, receiver))
+        self._get_decoder()  # now, not on the first packet: creating it took 8-12 ms on this machine
+
+    def follow(self, playout: PlayoutClock, *, fec_wait: bool = False) -> None:
+        """Report arrivals to ``playout`` and conceal what it needs before its packet comes (module doc).
+
+        ``fec_wait``: a lost frame recovered from the next packet's in-band FEC is reported as having arrived
+        with that packet, so a lossy stream's margin grows until the next packet comes in time for its FEC
+        (one frame more of latency, against concealment by PLC). Measured both ways: docs/benchmarks.md.
+        """
+        self._playout = playout
+        self._fec_wait = fec_wait
+        self._window.config = FOLLOW_PLAYOUT
+        self._schedule()
 
     def detach(self) -> None:
         """Give the receiver its own jitter buffer back (idempotent)."""
@@ -211,23 +249,69 @@ class AudioReceiver:
         """One Opus packet (RTP sequence number, RTP timestamp, payload) arriving now."""
         if self._closed:
             return
-        self._emit(self._window.push(Packet(seq=seq, timestamp=timestamp, payload=payload, arrival=self._clock())))
+        now = self._clock()
+        if self._playout is not None:
+            media = self._media_s(timestamp)
+            self._playout.arrival(media, now)
+            lost = self._window.stats.lost
+        self._emit(self._window.push(Packet(seq=seq, timestamp=timestamp, payload=payload, arrival=now)))
+        if self._fec_wait and self._playout is not None and self._window.stats.lost > lost:
+            # the frame lost just before this packet is in its in-band FEC: as if it had come now
+            self._playout.arrival(media - FRAME_SAMPLES / self._window.clock_rate, now)
         self._schedule()
 
     def poll(self) -> None:
-        """Release what the clock allows. Called by the hole timer; tests without a loop call it."""
+        """Release what the clock allows, and conceal what the playout needs now. Called by the timer;
+        tests without a loop call it."""
         if self._closed:
             return
-        self._emit(self._window.poll(self._clock()))
+        now = self._clock()
+        self._emit(self._window.poll(now))
+        while self._playout is not None and self._window.coverable:
+            # after a stall of the loop the device may need several frames at once: cover until it has enough
+            until = self._playout.ms_until_dry()
+            if until is None or until > NEED_GUARD_MS + 0.5:
+                break
+            slots = self._window.cover(now)
+            if not slots:
+                break
+            self._emit(slots)
         self._schedule()
+
+    def _media_peek(self, timestamp: int) -> float:
+        """Media time of ``timestamp`` near the last one unwrapped, without moving the unwrapping."""
+        delta = 0 if self._ts_last is None else (timestamp - self._ts_last) % TS_MOD
+        if delta >= TS_MOD // 2:
+            delta -= TS_MOD
+        return (self._ts_ext + delta) / self._window.clock_rate
+
+    def _media_s(self, timestamp: int) -> float:
+        if self._ts_last is not None:
+            delta = (timestamp - self._ts_last) % TS_MOD
+            if delta >= TS_MOD // 2:
+                delta -= TS_MOD
+            self._ts_ext += delta
+        self._ts_last = timestamp
+        return self._ts_ext / self._window.clock_rate
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         self.poll()
 
-    def _schedule(self) -> None:
+    @property
+    def deadline(self) -> float | None:
+        """Clock time :meth:`poll` has work: a hole to give up on, or a playout about to need a frame."""
         deadline = self._window.deadline
+        if self._playout is not None and self._window.coverable:
+            until = self._playout.ms_until_dry()
+            if until is not None:
+                need = self._clock() + max(0.0, until - NEED_GUARD_MS) / 1000.0
+                deadline = need if deadline is None else min(deadline, need)
+        return deadline
+
+    def _schedule(self) -> None:
+        deadline = self.deadline
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -265,6 +349,7 @@ class AudioReceiver:
                 nxt = slot.next_packet.payload if slot.next_packet is not None else None
                 pcm = dec.conceal(slot.samples, nxt)
                 self.stats.concealed_frames += slot.frames
+                self.stats.fec_frames += nxt is not None
                 self._deliver(pcm, None, True, slot.ready_at)
 
     def _deliver(self, pcm: np.ndarray, ts: int | None, concealed: bool, ready_at: float) -> None:

@@ -20,6 +20,15 @@ ENVIRONMENT.md "aiortc"). This window instead:
 Playout timing (absorbing jitter against a device clock) is NOT done here: that is the job of the
 consumer's playout buffer, which already runs on the device clock. Doing it twice is what makes
 stacked WebRTC receivers slow.
+
+When the consumer's playout is about to run dry and the next packet has not come, the receiver asks for
+:meth:`ReorderWindow.cover`: one frame of concealment *now*, as NetEq expands when its next packet is
+missing at playout time. The covered slot stays open: if its packet then arrives it is played after the
+concealment (the stream slips by a frame, as after NetEq's expand; the playout's drift control takes
+the extra back), and if a later packet arrives first the slot was lost and is not concealed twice.
+:data:`FOLLOW_PLAYOUT` is the tuning for that mode: with the playout deciding when a missing frame is
+needed, a hole behind which later packets already wait is only worth waiting for when this stream has
+been seen to reorder (the learnt depth); jitter alone delays packets but never reorders them.
 """
 
 from __future__ import annotations
@@ -47,6 +56,11 @@ class ReorderConfig:
     resync_jump: int = 250  # |sequence jump| (packets) treated as a stream restart, not loss
     history: int = 128  # remembered emitted/concealed sequence numbers (dup vs late detection)
     default_frame_samples: int = 960  # 20 ms at 48 kHz
+    max_cover_frames: int = 3  # frames concealed in a row for a playout about to run dry, then silence
+
+
+FOLLOW_PLAYOUT = ReorderConfig(min_wait=0.0, jitter_factor=0.0)
+"""A window whose consumer's playout says when a missing frame is needed (``AudioReceiver.follow``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +80,7 @@ class Slot:
     ``samples`` is the duration to conceal (concealed slots), ``next_packet`` the packet right after a
     concealed gap if it is already here (its in-band FEC can recover the last missing frame), and
     ``ready_at`` the clock time the slot became releasable (for the added-delay measurement).
+    ``covered``: concealment asked for by the playout (:meth:`ReorderWindow.cover`), not a given-up hole.
     """
 
     packet: Packet | None
@@ -73,6 +88,7 @@ class Slot:
     samples: int = 0
     next_packet: Packet | None = None
     ready_at: float = 0.0
+    covered: bool = False
 
 
 @dataclass(slots=True)
@@ -90,6 +106,9 @@ class ReorderStats:
     wait_ms: float = 0.0  # current hole wait
     jitter_ms: float = 0.0  # RFC 3550 interarrival jitter estimate
     max_wait_ms: float = 0.0  # largest hole wait used so far
+    covered: int = 0  # frames concealed because the playout needed them before their packet came
+    covered_late: int = 0  # ... whose packet then came and was played after the concealment (a slip)
+    covered_lost: int = 0  # ... whose packet never came (the concealment stood for a lost frame)
 
 
 class ReorderWindow:
@@ -117,6 +136,7 @@ class ReorderWindow:
         self._learnt_at = 0.0
         self._jitter = 0.0  # seconds, RFC 3550 6.4.1 estimator
         self._transit: float | None = None
+        self._covered = 0  # slots from self._next on already concealed for the playout
         self._update_stats_wait(self.config.min_wait)
 
     # ---- public API -------------------------------------------------------------------------------
@@ -187,6 +207,34 @@ class ReorderWindow:
             out.extend(self._drain(now, force=True))
         return out
 
+    def cover(self, now: float) -> list[Slot]:
+        """The playout needs the next frame now. A hole with later packets waiting is given up on (the
+        last missing frame comes from the next packet's FEC); with nothing here at all, one frame of
+        concealment goes out for the open slot (at most ``max_cover_frames`` in a row)."""
+        if self._pending:
+            out = self._give_up(min(self._pending), now)
+            out.extend(self._drain(now))
+            return out
+        slot = self._next_open()
+        if slot is None or self._covered >= self.config.max_cover_frames:
+            return []
+        self._covered += 1
+        self.stats.covered += 1
+        return [Slot(packet=None, frames=1, samples=self._frame_samples, ready_at=now, covered=True)]
+
+    @property
+    def coverable(self) -> bool:
+        """Whether :meth:`cover` would release anything now."""
+        if self._pending:
+            return True
+        return self._next is not None and self._covered < self.config.max_cover_frames
+
+    def _next_open(self) -> int | None:
+        """The slot the next frame would come from (None before the first packet)."""
+        if self._next is None:
+            return None
+        return self._next + self._covered
+
     # ---- internals --------------------------------------------------------------------------------
 
     def _extend(self, seq: int) -> int:
@@ -233,6 +281,9 @@ class ReorderWindow:
         self._mark_done(ext)
         self._next = ext + 1
         self.stats.released += 1
+        if self._covered:  # it was concealed for the playout already: played late, after the concealment
+            self._covered -= 1
+            self.stats.covered_late += 1
         return Slot(packet=pkt, ready_at=now)
 
     def _give_up(self, first_after: int, now: float) -> list[Slot]:
@@ -248,9 +299,14 @@ class ReorderWindow:
             self._gave_up.pop(self._gave_up_order.popleft(), None)
         self._next = first_after
         self.stats.lost += gap
-        conceal = min(gap, c.max_conceal_frames)
+        already = min(self._covered, gap)  # concealed for the playout while we waited: lost, not late
+        self._covered -= already
+        self.stats.covered_lost += already
+        conceal = min(gap - already, c.max_conceal_frames)
         self.stats.concealed += conceal
-        self.stats.skipped += gap - conceal
+        self.stats.skipped += gap - already - conceal
+        if conceal == 0:
+            return []
         nxt = self._pending.get(first_after)
         return [
             Slot(
@@ -283,6 +339,7 @@ class ReorderWindow:
         self._last_released_ts = None
         self._last_released_ext = None
         self._transit = None
+        self._covered = 0
         return out
 
     def _learn(self, now: float, depth: float) -> None:

@@ -7,12 +7,22 @@ not a sleep-per-frame interval timer that accumulates drift.
 
 Audio comes from either a ``pull()`` function, called at the deadline itself (so whatever it returns
 is on the wire within the encode time: the emulator's reply pump uses this), or from a bounded
-frame queue filled with :meth:`PacedAudioTrack.put` (queued frames go first). In ``live`` mode (relaying a
-stream that arrives at the same 20 ms rate, e.g. the emulator's echo) a frame that arrives is sent at the
-next deadline: the queue holds at most two frames so arrival jitter does not cost audio, and a standing
-second frame (one extra frame of latency for ``LIVE_TRIM_AFTER`` deadlines in a row) is dropped so the
-latency goes back to the minimum. Drops are counted. Nothing to send means a frame of silence, as a real
-microphone track would send.
+frame queue filled with :meth:`PacedAudioTrack.put` (queued frames go first). Nothing to send means a
+frame of silence, as a real microphone track would send.
+
+In ``live`` mode the track relays a stream that arrives at the same 20 ms rate (the emulator's echo):
+each frame goes out as soon as it is put, not at the track's next deadline, the way a media relay
+forwards what it receives (aiortc's ``examples/server/server.py`` sends each frame of a relayed remote
+track the moment ``recv()`` returns it; pion's ``examples/reflect`` writes each RTP packet back as it
+reads it). A grid of its own would add 0-20 ms of phase to every echo and, under arrival jitter, insert
+silence where a frame missed its deadline. Frames that arrive together (after a network stall) go out
+together; only when nothing arrives for ``LIVE_SILENCE_AFTER`` past the expected time does the track
+send silence, to keep the stream going. The queue is bounded (``LIVE_MAX_FRAMES``, oldest dropped and
+counted).
+
+With an ``encoder`` (:class:`bridge.rtc.opus.LibopusEncoder`, e.g. to code in-band FEC, which aiortc's own
+encoder never does) ``recv`` returns Opus ``av.Packet``s, which aiortc's sender passes through as they are
+(``RTCRtpSender._next_encoded_frame``), as :class:`bridge.media.track.MicTrack` does.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -34,9 +45,14 @@ RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms
 TIME_BASE = fractions.Fraction(1, RATE)
 RESYNC_AFTER_S = 0.2  # if the consumer fell this far behind, restart the schedule instead of bursting
-LIVE_TRIM_AFTER = 10  # live mode: deadlines with a standing extra frame before one is dropped
+LIVE_MAX_FRAMES = 25  # live mode: frames held when the sender falls behind (500 ms), oldest dropped
+LIVE_SILENCE_AFTER = 0.1  # live mode: nothing put this long past the expected time -> send silence
 
 Pull = Callable[[], np.ndarray | None]
+
+
+class Encoder(Protocol):
+    def encode(self, pcm: np.ndarray) -> bytes: ...
 
 
 class PacedAudioTrack(MediaStreamTrack):
@@ -56,8 +72,9 @@ class PacedAudioTrack(MediaStreamTrack):
         self._pull = pull
         self._queue: deque[np.ndarray] = deque()
         self._live = live
-        self._max = 2 if live else max(1, max_frames)
-        self._standing = 0  # live mode: consecutive deadlines that found more than one frame queued
+        self._max = LIVE_MAX_FRAMES if live else max(1, max_frames)
+        self._arrived = asyncio.Event()  # live mode: set by put()
+        self._relaying = False  # live mode: the last frame sent was a relayed one
         self._clock = clock
         self._start: float | None = None
         self._pts = 0
@@ -66,6 +83,8 @@ class PacedAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.silent_frames = 0
         self.resyncs = 0
+        self.encoder: Encoder | None = None
+        """When set, frames leave Opus-encoded by it (``av.Packet``) instead of as PCM for aiortc's encoder."""
 
     # ---- producer side ---------------------------------------------------------------------------
 
@@ -77,6 +96,7 @@ class PacedAudioTrack(MediaStreamTrack):
             self._queue.popleft()
             self.dropped += 1
         self._queue.append(frame)
+        self._arrived.set()
 
     def clear(self) -> int:
         """Drop every queued frame; returns how many were dropped."""
@@ -91,21 +111,38 @@ class PacedAudioTrack(MediaStreamTrack):
     # ---- aiortc side ---------------------------------------------------------------------------------
 
     def _next_pcm(self) -> np.ndarray | None:
-        if self._live:
-            self._standing = self._standing + 1 if len(self._queue) > 1 else 0
-            if self._standing >= LIVE_TRIM_AFTER:
-                self._queue.popleft()
-                self.dropped += 1
-                self._standing = 0
         if self._queue:
             return self._queue.popleft()
         if self._pull is not None:
             return self._pull()
         return None
 
-    async def recv(self) -> av.AudioFrame:
+    async def _wait_live(self) -> None:
+        """Live mode: until a frame is queued; when none comes ``LIVE_SILENCE_AFTER`` past the expected time,
+        silence, then silence on the 20 ms schedule until frames come again."""
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+            return
+        self._pts += FRAME_SAMPLES
+        if not self._queue:
+            self._arrived.clear()
+            give_up = self._start + self._pts / RATE + (LIVE_SILENCE_AFTER if self._relaying else 0.0)
+            if give_up > now:
+                try:
+                    async with asyncio.timeout(give_up - now):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    pass
+        self._relaying = bool(self._queue)
+        self._start = self._clock() - self._pts / RATE  # the next frame is expected 20 ms from now
+
+    async def recv(self) -> av.AudioFrame | av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._live:
+            await self._wait_live()
+            return self._frame()
         now = self._clock()
         if self._start is None:
             self._start = now
@@ -118,6 +155,9 @@ class PacedAudioTrack(MediaStreamTrack):
                 # The sender stalled (loop blocked): start a new schedule rather than burst old frames.
                 self._start = now - self._pts / RATE
                 self.resyncs += 1
+        return self._frame()
+
+    def _frame(self) -> av.AudioFrame | av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         pcm = self._next_pcm()
@@ -127,6 +167,11 @@ class PacedAudioTrack(MediaStreamTrack):
         elif len(pcm) != FRAME_SAMPLES:  # a short final chunk from pull(): pad; never stretch time
             pcm = np.concatenate([pcm[:FRAME_SAMPLES], self._silence])[:FRAME_SAMPLES]
         self.frames_sent += 1
+        if self.encoder is not None:
+            packet = av.Packet(self.encoder.encode(pcm))
+            packet.pts = self._pts
+            packet.time_base = TIME_BASE
+            return packet
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = self._pts

@@ -93,3 +93,20 @@ def test_stale_namespaces_are_removed() -> None:
         assert name not in _namespaces()
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_bottleneck_rate_and_queue_on_the_wire(topo: Topology) -> None:
+    """Bursts through a 400/1000 kbit/s bottleneck with a 300 ms drop-tail queue: each direction drains at
+    its rate (within 5 %), a full queue drops the rest of the burst, and none waits longer than the queue."""
+    topo.set_profile(Profile("b", up_kbps=400, down_kbps=1000, queue_ms=300))
+    m = topo.measure(udp_count=10, interval=0.01, tcp_count=0, rate=True)
+    up, down = m["rate_up"], m["rate_down"]
+    assert up["kbps"] == pytest.approx(400, rel=0.05)
+    assert down["kbps"] == pytest.approx(1000, rel=0.05)
+    for r, kbps in ((up, 400), (down, 1000)):
+        assert r["received"] < r["sent"]  # 150 kB at once do not fit a 300 ms queue
+        assert r["drain_ms"] <= 300 + 1042 * 8 / kbps + 15  # + one frame's serialisation, + scheduling
+    topo.set_profile(PROFILES["clean"])
+    c = topo.last_counts
+    assert c["mc->ms"]["queue_dropped"] > 0 and c["ms->mc"]["queue_dropped"] > 0
+    assert c["mc->ms"]["queue_max_wait_ms"] <= 305

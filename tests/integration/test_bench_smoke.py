@@ -48,8 +48,14 @@ def test_lab_smoke_clean_webrtc_and_ws(tmp_path: Path) -> None:
         assert c["truncation_error_abs_ms"]["max"] < 500
         assert 0 < c["cpu_pct"] < 200 and 20 < c["rss_mb"] < 2000
         assert "response_ms" in c["reported"]  # the bridge's own latency lines were read too
+        stages = c["stages"]  # the latency budget: every stage measured through the emulator's log
+        for stage in ("uplink", "server", "downlink", "stop_path", "echo_back", "vad_detect", "vad_align"):
+            assert stages[stage]["n"] >= 1, (transport, stage, stages)
+        assert -20 < stages["uplink"]["p50"] < 200 and 0 <= stages["server"]["p50"] < 100
+    assert cells["webrtc"]["client"]["held_ms_p50"] is not None  # the receive path's own share
     assert json.loads(paths["json"].read_text())["cells"]
-    assert "| clean | webrtc |" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "| clean | webrtc |" in md and "**clean**" in md and "webrtc floor" in md
     assert paths["round_trip_cdf"].stat().st_size > 1000
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{NS_PREFIX}{os.getpid()}-" not in left  # torn down

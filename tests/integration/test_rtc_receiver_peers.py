@@ -90,3 +90,74 @@ async def test_audio_arrives_through_audio_receiver_with_low_latency() -> None:
         rx.close()
         await a.close()
         await b.close()
+
+
+async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return  # the caller's assertions say what did not happen
+        await asyncio.sleep(0.05)
+
+
+async def _call_emulator(declare_fec: bool, lose_every: int) -> tuple[object, object]:
+    """A stock aiortc client calls the emulator (tone replies) and loses every ``lose_every``-th reply packet
+    before aiortc counts it (so its receiver reports say so); returns (the emulator's call, the client pc)."""
+    import aiohttp
+    from aiortc import RTCSessionDescription
+
+    from bridge.emulator.testing import running_emulator
+    from bridge.rtc.opus import declare_inband_fec
+
+    async with running_emulator(behaviour="tone", think_ms=0, reply_seconds=8.0) as emu:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{emu.base_url}/realtime/client_secrets",
+                headers={"Authorization": f"Bearer {emu.api_key}"},
+                json={"session": {"type": "realtime", "model": "gpt-realtime"}},
+            ) as r:
+                ek = (await r.json())["value"]
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTrack(PacedAudioTrack(lambda: None))
+            channel = pc.createDataChannel("oai-events")
+            with loopback_candidates():
+                await pc.setLocalDescription(await pc.createOffer())
+            offer = pc.localDescription.sdp
+            async with http.post(
+                f"{emu.base_url}/realtime/calls",
+                data=declare_inband_fec(offer) if declare_fec else offer,
+                headers={"Authorization": f"Bearer {ek}", "Content-Type": "application/sdp"},
+            ) as r:
+                answer = await r.text()
+            receiver = pc.getTransceivers()[0].receiver
+            handle = receiver._handle_rtp_packet
+            seen = {"n": 0}
+
+            async def lossy(packet, arrival_time_ms: int) -> None:  # type: ignore[no-untyped-def]
+                seen["n"] += 1
+                if seen["n"] % lose_every:
+                    await handle(packet, arrival_time_ms=arrival_time_ms)
+
+            receiver._handle_rtp_packet = lossy
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            opened = asyncio.Event()
+            channel.on("open", opened.set)
+            async with asyncio.timeout(10):
+                await opened.wait()
+            channel.send('{"type": "response.create"}')  # an 8 s reply streams while reports come back
+            (call,) = emu.state.calls.values()
+            encoder = call.track.encoder
+            if encoder is not None:
+                await _until(lambda: encoder.loss_perc >= 5, 12)  # set by the call's FEC task
+            await pc.close()
+            return call, encoder
+
+
+async def test_the_emulator_codes_fec_only_for_a_client_that_declares_it_at_the_loss_it_reports() -> None:
+    """RFC 7587 6.1 / libwebrtc: in-band FEC for a receiver that offered useinbandfec=1, at the loss its RTCP
+    receiver reports give (every 8th packet lost: ~12 %); a receiver that declared nothing gets none."""
+    call, encoder = await _call_emulator(declare_fec=True, lose_every=8)
+    assert encoder is not None and 5 <= encoder.loss_perc <= 20, encoder
+    assert call.fec_loss.smoothed is not None and 4 < call.fec_loss.smoothed < 20
+    _, plain = await _call_emulator(declare_fec=False, lose_every=8)
+    assert plain is None  # aiortc's own encoder, no FEC

@@ -122,3 +122,69 @@ def test_summary_empty_and_values() -> None:
     assert metrics.summary([])["p50"] is None
     s = metrics.summary([float(v) for v in range(1, 101)])
     assert s == {"n": 100, "p50": 50.5, "p95": 95.0, "max": 100.0}
+
+
+def _ev(t: float, kind: str, **fields: object) -> dict[str, object]:
+    return {"t": 1000.0 + t, "dir": "out", "transport": "webrtc", "event": {"type": kind, **fields}}
+
+
+def test_turns_are_matched_through_the_server_log_and_split_into_stages() -> None:
+    think, vad, reply_s, pad = 200.0, 500.0, 3.0, 300.0
+    plan = signals.turn_plan(3, 2.0, vad_silence_ms=vad, think_ms=think, reply_s=reply_s)
+    bursts = plan.bursts
+    up, server, down, stop_down = 0.030, 0.015, 0.045, 0.040  # uplink, pacing, downlink, stop path
+    log, replies = [], []
+    for k, (a, b) in enumerate(bursts):
+        stopped = b + vad / 1000 + 0.005  # the VAD's 10 ms frames: 5 ms past the silence
+        log.append(_ev(stopped + up, "input_audio_buffer.speech_stopped", audio_end_ms=round(stopped * 1000)))
+        first = stopped + up + think / 1000 + server
+        log.append(_ev(first, "output_audio_buffer.started", response_id=f"r{k}"))
+        if k:
+            decided = a + 0.002 + 0.030  # loud from the first 10 ms frame, 30 ms of it to decide
+            start_ms = round((a + 0.002) * 1000 - pad)
+            log.append(_ev(decided + up, "input_audio_buffer.speech_started", audio_start_ms=start_ms))
+        replies.append([first + down, None])
+    for k in range(len(bursts) - 1):  # each reply stops when the next burst's speech_started has come down
+        a = bursts[k + 1][0]
+        replies[k][1] = a + 0.032 + up + stop_down
+    replies[-1][1] = replies[-1][0] + reply_s
+    out = _place(plan.seconds + 2, [(s, e) for s, e in replies])
+    log.sort(key=lambda r: r["t"])
+    timing = metrics.Timing(1000.0, 1000.0, 1001.0)
+    tr = metrics.turn_trials(
+        bursts, out, timing, think_ms=think, vad_silence_ms=vad, reply_s=reply_s, server_log=log, padding_ms=pad
+    )
+    assert tr.missing == 0 and len(tr.response_ms) == 3 and len(tr.bargein_stop_ms) == 2
+    st = tr.stages
+    assert st["downlink"] == pytest.approx([45] * 3, abs=2)
+    assert st["server"] == pytest.approx([15] * 3, abs=2)
+    assert st["vad_align"] == pytest.approx([5] * 3, abs=1)
+    assert st["stop_path"] == pytest.approx([40] * 2, abs=2)
+    assert st["vad_detect"] == pytest.approx([32] * 2, abs=1)
+    assert st["uplink"] == pytest.approx([30] * 5, abs=1)  # both the end of each turn and each barge-in
+    total = np.array(tr.response_net_ms)
+    parts = np.array(st["vad_align"]) + np.array(st["uplink"][:3]) + np.array(st["server"]) + np.array(st["downlink"])
+    assert total == pytest.approx(parts, abs=2)  # the stages add up to the response
+
+
+def test_a_transport_that_falls_behind_leaves_trials_missing_not_mismatched() -> None:
+    plan = signals.turn_plan(3, 2.0, vad_silence_ms=500, think_ms=200, reply_s=3.0)
+    (a0, b0), (a1, b1), _ = plan.bursts
+    # the server heard the first turn's end 2.5 s late and its reply lands inside the next turn's window:
+    # time windows alone would call it the second turn's (fast) reply
+    log = [
+        _ev(b0 + 0.505 + 2.5, "input_audio_buffer.speech_stopped", audio_end_ms=round((b0 + 0.505) * 1000)),
+        _ev(b0 + 0.505 + 2.7, "response.output_audio.delta", response_id="r0", delta=""),
+    ]
+    out = _place(plan.seconds + 4, [(b0 + 3.25, b0 + 6.0)])
+    tr = metrics.turn_trials(
+        plan.bursts,
+        out,
+        metrics.Timing(1000.0, 1000.0, 1001.0),
+        think_ms=200,
+        vad_silence_ms=500,
+        reply_s=3.0,
+        server_log=log,
+    )
+    assert tr.response_ms == pytest.approx([(b0 + 3.25 - b0) * 1000 - 200], abs=2)
+    assert tr.missing == 2  # the server never placed the other turns' ends where the microphone had them

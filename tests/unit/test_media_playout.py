@@ -327,3 +327,30 @@ def test_one_stall_raises_the_target_once() -> None:
     assert buf.counters.underruns == 2 and buf.target_ms == 15
     stall_at(2.0)
     assert buf.target_ms == 25
+
+
+def test_reported_arrivals_replace_the_underrun_steps() -> None:
+    """Once the receive path reports arrivals, the margin is the measured jitter plus a guard, a dry pull
+    does not step it up, and ms_until_dry says when the device would find the queue short."""
+    clock = Clock()
+    buf = PlayoutBuffer(target_ms=5, adapt_step_ms=10, clock=clock)
+    frame = np.full(960, 100, np.int16)
+    assert buf.ms_until_dry() is None  # nothing playing
+    for k in range(300):  # 3 s of frames arriving on time, 10 ms pulls
+        clock.t = k * 0.010
+        if k % 2 == 0:
+            buf.arrival(k * 0.010, clock.t)
+            buf.push(frame, "a")
+        buf.pull(BLOCK)
+    assert buf.jitter_ms is not None and buf.jitter_ms <= 2
+    assert buf.target_ms is not None and buf.target_ms <= 8
+    until = buf.ms_until_dry()
+    assert until is not None and 0 < until <= buf.queued_ms + 10.5  # the pull that finds < 10 ms
+    clock.t += 0.010
+    while buf.queued_samples:  # the stream stops: the queue runs dry
+        buf.pull(BLOCK)
+        clock.t += 0.010
+    buf.pull(BLOCK)
+    assert buf.counters.underruns == 1
+    assert buf.target_ms <= 8  # no 10 ms step
+    assert sum(buf.counters.held_ms_hist) == 150  # every push was measured

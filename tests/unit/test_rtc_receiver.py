@@ -167,3 +167,74 @@ def test_libopus_plc_and_fec_calls(payloads: list[bytes]) -> None:
     assert len(dec.conceal(1920, payloads[3])) == 1920  # PLC + FEC attempt from the next packet
     assert len(dec.decode(b"\xff\xff\xff")) == 0 and dec.errors == 1
     dec.close()
+
+
+class FakePlayout:
+    """The playout side of ``AudioReceiver.follow``: records arrivals, says when it would run dry."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.arrivals: list[tuple[float, float | None]] = []
+        self.dry_at: float | None = None
+
+    def arrival(self, media_s: float, at: float | None = None) -> None:
+        self.arrivals.append((media_s, at))
+
+    def ms_until_dry(self) -> float | None:
+        return None if self.dry_at is None else (self.dry_at - self.clock.t) * 1000
+
+
+def test_follow_reports_arrivals_and_conceals_when_the_playout_needs_it(payloads: list[bytes]) -> None:
+    from bridge.rtc.receiver import NEED_GUARD_MS
+
+    clock = FakeClock()
+    playout = FakePlayout(clock)
+    sink = Sink()
+
+    def on_audio(frame: np.ndarray) -> None:  # each frame handed to the playout covers 20 ms more
+        sink.frames.append(frame)
+        if playout.dry_at is not None:
+            playout.dry_at += F
+
+    rx = AudioReceiver(on_audio, clock=clock, observer=sink.infos.append)
+    rx.follow(playout)
+    pk = list(rtp_stream(payloads, seq0=65534, ts0=(1 << 32) - 960))  # both counters wrap
+    t0 = clock.t
+    for i in range(3):
+        clock.t = t0 + i * F
+        rx.feed(pk[i])
+    assert [round(m, 3) for m, _ in playout.arrivals] == [0.0, 0.02, 0.04]  # media time, unwrapped
+    assert len(sink.frames) == 3 and rx.deadline is None  # nothing playing yet: nothing to conceal for
+    playout.dry_at = t0 + 0.065  # packet 3 is due at 0.060; the device would run short at 0.065
+    assert rx.deadline == pytest.approx(t0 + 0.065 - NEED_GUARD_MS / 1000)
+    clock.t = t0 + 0.061
+    rx.poll()
+    assert len(sink.frames) == 3  # still 4 ms to go: wait
+    clock.t = rx.deadline
+    rx.poll()
+    assert len(sink.frames) == 4 and sink.infos[-1].concealed  # concealed in time, not silence
+    assert rx.stats.window.covered == 1  # one frame was enough: the device now has until 0.085
+    assert playout.dry_at == pytest.approx(t0 + 0.085)
+    clock.t = t0 + 0.07
+    rx.feed(pk[3])  # it came late: played after the concealment
+    assert len(sink.frames) == 5 and not sink.infos[-1].concealed
+    assert rx.stats.window.covered_late == 1 and rx.stats.late_dropped == 0
+    playout.dry_at = clock.t - 0.030  # a stall of the loop: the device is 30 ms short already
+    rx.poll()
+    assert rx.stats.window.covered == 3  # two more frames at once, as many as it takes
+
+
+def test_fec_wait_counts_a_lost_frame_as_arriving_with_the_next_packet(payloads: list[bytes]) -> None:
+    clock = FakeClock()
+    rx, sink = make(clock)
+    playout = FakePlayout(clock)
+    rx.follow(playout, fec_wait=True)
+    pk = list(rtp_stream(payloads))
+    t0 = clock.t
+    for i in (0, 1, 3):  # 2 is lost
+        clock.t = t0 + i * F
+        rx.feed(pk[i])
+    assert len(sink.frames) == 4 and sink.infos[2].concealed and rx.stats.fec_frames == 1
+    media = [round(m, 3) for m, _ in playout.arrivals]
+    assert media == [0.0, 0.02, 0.06, 0.04]  # frame 2 "arrived" (as FEC) with packet 3
+    assert playout.arrivals[-1][1] == pytest.approx(t0 + 3 * F)

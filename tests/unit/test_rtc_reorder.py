@@ -215,3 +215,46 @@ def test_concealed_duration_is_one_packet_even_for_losses_two_apart() -> None:
     r.advance_to(40 * F)
     concealed = [s for _, s in r.out if s.packet is None]
     assert [(s.frames, s.samples) for s in concealed] == [(1, 960), (1, 960)]
+
+
+def test_cover_conceals_for_the_playout_and_a_late_packet_then_plays() -> None:
+    from bridge.rtc.reorder import FOLLOW_PLAYOUT
+
+    w = ReorderWindow(FOLLOW_PLAYOUT)
+    assert [s.packet.seq for s in w.push(pkt(0, 0.0)) if s.packet] == [0]
+    assert w.coverable
+    slots = w.cover(0.035)  # packet 1 is due, the playout needs audio now
+    assert len(slots) == 1 and slots[0].covered and slots[0].frames == 1 and slots[0].samples == 960
+    late = w.push(pkt(1, 0.041))  # it came after all: played after the concealment (a slip)
+    assert [s.packet.seq for s in late if s.packet] == [1]
+    assert w.stats.covered == 1 and w.stats.covered_late == 1 and w.stats.covered_lost == 0
+    assert w.stats.late_dropped == 0 and w.stats.lost == 0
+
+
+def test_a_covered_slot_whose_packet_never_comes_is_not_concealed_twice() -> None:
+    from bridge.rtc.reorder import FOLLOW_PLAYOUT
+
+    w = ReorderWindow(FOLLOW_PLAYOUT)
+    w.push(pkt(0, 0.0))
+    assert len(w.cover(0.035)) == 1  # slot 1 covered
+    assert len(w.cover(0.055)) == 1  # slot 2 covered too
+    out = w.push(pkt(3, 0.061))  # slots 1 and 2 were lost: nothing more to conceal, 3 plays
+    assert [(s.packet.seq if s.packet else "C") for s in out] == [3]
+    assert w.stats.covered_lost == 2 and w.stats.lost == 2 and w.stats.concealed == 0
+    assert w.push(pkt(1, 0.07)) == [] and w.stats.late_dropped == 1  # 1 arriving now is late
+
+
+def test_cover_is_bounded_and_gives_up_a_hole_with_later_packets_waiting() -> None:
+    from bridge.rtc.reorder import FOLLOW_PLAYOUT, ReorderConfig
+
+    w = ReorderWindow(ReorderConfig(min_wait=0.5, jitter_factor=0.0, max_cover_frames=2))
+    w.push(pkt(0, 0.0))
+    assert len(w.cover(0.03)) == 1 and len(w.cover(0.05)) == 1
+    assert not w.coverable and w.cover(0.07) == []  # the stream stopped: silence after two frames
+    w2 = ReorderWindow(ReorderConfig(min_wait=0.5, jitter_factor=0.0))  # a long hole wait, on purpose
+    w2.push(pkt(0, 0.0))
+    assert w2.push(pkt(2, 0.041)) == []  # 1 is missing, 2 waits behind it
+    out = w2.cover(0.045)  # the playout needs 1 now: give up on it, FEC from 2, then 2
+    assert [(s.packet.seq if s.packet else f"C{s.frames}") for s in out] == ["C1", 2]
+    assert out[0].next_packet is not None and out[0].next_packet.seq == 2
+    assert FOLLOW_PLAYOUT.min_wait == 0.0 and FOLLOW_PLAYOUT.jitter_factor == 0.0

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bridge.rtc.tracks import FRAME_SAMPLES, LIVE_TRIM_AFTER, PacedAudioTrack
+from bridge.rtc.tracks import FRAME_SAMPLES, LIVE_MAX_FRAMES, LIVE_SILENCE_AFTER, PacedAudioTrack
 
 
 def frame(value: int) -> np.ndarray:
@@ -27,23 +27,42 @@ async def test_frames_follow_monotonic_deadlines_without_drift() -> None:
     assert not frames[3].to_ndarray().any()
 
 
-async def test_live_mode_sends_at_next_deadline_and_trims_a_standing_frame() -> None:
+async def test_live_mode_relays_each_frame_as_it_arrives() -> None:
+    """Live mode (the emulator's echo) forwards each frame when it is put, like a media relay: no 0-20 ms
+    wait for a grid of its own; frames that arrive together leave together; silence only when nothing
+    comes, and then on the 20 ms schedule."""
+    import asyncio
+
     track = PacedAudioTrack(live=True)
-    await track.recv()
-    track.put(frame(1))
-    assert (await track.recv()).to_ndarray()[0, 0] == 1  # sent at the next deadline
-    assert not (await track.recv()).to_ndarray().any()  # nothing queued -> silence
-    track.put(frame(2))
-    track.put(frame(3))  # jitter: two in one interval are both kept
-    track.put(frame(4))  # a third drops the oldest
-    assert track.dropped == 1
-    got = []
-    for i in range(5, 5 + LIVE_TRIM_AFTER + 2):  # one frame per deadline, one standing behind
-        got.append(int((await track.recv()).to_ndarray()[0, 0]))
+    await track.recv()  # the first frame (silence) starts the schedule
+
+    async def put_later(delay: float, *values: int) -> None:
+        await asyncio.sleep(delay)
+        for v in values:
+            track.put(frame(v))
+
+    for value, delay in ((1, 0.013), (2, 0.031), (3, 0.004)):
+        task = asyncio.create_task(put_later(delay, value))
+        t0 = time.monotonic()
+        got = await track.recv()
+        waited = time.monotonic() - t0
+        await task
+        assert got.to_ndarray()[0, 0] == value
+        assert delay - 0.001 <= waited < delay + 0.008  # sent at arrival, not at a deadline
+    track.put(frame(4))
+    track.put(frame(5))  # a bunch after a stall goes out back to back
+    t0 = time.monotonic()
+    assert [int((await track.recv()).to_ndarray()[0, 0]) for _ in range(2)] == [4, 5]
+    assert time.monotonic() - t0 < 0.005
+    t0 = time.monotonic()
+    silent = [await track.recv() for _ in range(3)]  # nothing comes: silence after the grace, then 20 ms apart
+    elapsed = time.monotonic() - t0
+    assert not any(f.to_ndarray().any() for f in silent)
+    assert LIVE_SILENCE_AFTER + 0.055 <= elapsed < LIVE_SILENCE_AFTER + 0.075
+    assert [f.pts for f in silent] == [FRAME_SAMPLES * k for k in range(6, 9)]  # the timestamps stay continuous
+    for i in range(LIVE_MAX_FRAMES + 2):
         track.put(frame(i))
-    assert track.dropped == 2  # the standing extra frame was trimmed once
-    assert got[:3] == [3, 4, 5]
-    assert track.queued == 1
+    assert track.dropped == 2 and track.queued == LIVE_MAX_FRAMES
 
 
 async def test_queue_is_bounded_and_pull_is_called_at_the_deadline() -> None:
