@@ -21,48 +21,19 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bridge.bench import signals
-from bridge.bench.pulse_m2e import _free_port, _pulse_env, _stop, _wait_for, _wait_port, run_harness
-from bridge.bench.signals import RATE, segments
+from bridge.bench.pulse_m2e import _free_port, _stop, _wait_for, _wait_port, play_and_record, run_harness
+from bridge.bench.signals import segments
 
 BLOCK = 240  # 5 ms harness blocks
 THINK_MS = 200
 REPLY_S = 3.0
 VAD_SILENCE_MS = 500
-
-
-def play_and_record(played: np.ndarray, record_from: str) -> np.ndarray:
-    """Play ``played`` into ``micsink`` and record ``record_from`` in one duplex stream (one sample clock)."""
-    import sounddevice as sd
-
-    total = len(played)
-    heard = np.zeros(total, dtype=np.int16)
-    pos = [0]
-    done = threading.Event()
-
-    def callback(indata: Any, outdata: Any, frames: int, _time: Any, _status: Any) -> None:  # PortAudio thread
-        a = pos[0]
-        b = min(a + frames, total)
-        outdata[: b - a, 0] = played[a:b]
-        outdata[b - a :, 0] = 0
-        heard[a:b] = indata[: b - a, 0]
-        pos[0] = b
-        if b >= total:
-            done.set()
-
-    with _pulse_env("micsink", record_from):
-        sd._terminate()  # PortAudio reads the ALSA/pulse configuration at initialisation
-        sd._initialize()
-        with sd.Stream(samplerate=RATE, blocksize=BLOCK, channels=1, dtype="int16", latency="low", callback=callback):
-            done.wait(total / RATE + 5)
-    return heard
 
 
 def stops(plan: signals.Plan, heard: np.ndarray) -> list[float]:

@@ -84,20 +84,11 @@ def _pulse_env(sink: str, source: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_harness(bursts: int, record_from: str) -> Loop:
-    """Play ``bursts`` into micsink, record ``record_from``, one duplex stream; return the round trips."""
+def play_and_record(played: np.ndarray, record_from: str) -> np.ndarray:
+    """Play ``played`` into ``micsink`` and record ``record_from`` in one duplex stream (one sample clock)."""
     import sounddevice as sd
 
-    burst = _burst()
-    period = int(PERIOD_S * RATE)
-    total = period * (bursts + 1)
-    played = np.zeros(total, dtype=np.int16)
-    # a random sub-frame phase per burst: with every period a multiple of every block size, all bursts would
-    # meet the 5/10/20 ms block boundaries at the same phase and the spread would be hidden
-    rng = np.random.default_rng(7)
-    starts = [period // 2 + k * period + int(rng.integers(0, 960)) for k in range(bursts)]
-    for s in starts:
-        played[s : s + len(burst)] = burst
+    total = len(played)
     heard = np.zeros(total, dtype=np.int16)
     pos = [0]
     done = threading.Event()
@@ -117,6 +108,23 @@ def run_harness(bursts: int, record_from: str) -> Loop:
         sd._initialize()
         with sd.Stream(samplerate=RATE, blocksize=BLOCK, channels=1, dtype="int16", latency="low", callback=callback):
             done.wait(total / RATE + 5)
+    return heard
+
+
+def run_harness(bursts: int, record_from: str) -> Loop:
+    """Play ``bursts`` into micsink, record ``record_from``, one duplex stream; return the round trips."""
+
+    burst = _burst()
+    period = int(PERIOD_S * RATE)
+    total = period * (bursts + 1)
+    played = np.zeros(total, dtype=np.int16)
+    # a random sub-frame phase per burst: with every period a multiple of every block size, all bursts would
+    # meet the 5/10/20 ms block boundaries at the same phase and the spread would be hidden
+    rng = np.random.default_rng(7)
+    starts = [period // 2 + k * period + int(rng.integers(0, 960)) for k in range(bursts)]
+    for s in starts:
+        played[s : s + len(burst)] = burst
+    heard = play_and_record(played, record_from)
     loud = np.abs(heard.astype(np.int32)) > THRESHOLD
     rtts, missed = [], 0
     for s in starts:
