@@ -27,6 +27,7 @@ from bridge.server.logs import log_request
 from bridge.server.metrics import CONTENT_TYPE, ServerMetrics
 from bridge.server.mint import MintError, mint, public_session
 from bridge.server.relay import MAX_OFFER_BYTES, read_bounded, relay_call
+from bridge.server.resume import RESUME_HEADER
 from bridge.server.security import client_key, identify, json_error, origin_allowed, precheck, security_headers
 from bridge.server.settings import ServerSettings
 from bridge.server.store import (
@@ -290,7 +291,8 @@ async def _call(request: web.Request) -> web.StreamResponse:
         if isinstance(offer, web.Response):
             response = offer
         else:
-            response = await request.app[CALLS].create(request, offer, admitted.kiosk, reservation)
+            resume = request.headers.get(RESUME_HEADER)
+            response = await request.app[CALLS].create(request, offer, admitted.kiosk, reservation, resume)
         return response
     finally:
         if response is None or response.status != 201:

@@ -43,6 +43,7 @@ from bridge.protocol import events as ev
 from bridge.server.metrics import ServerMetrics
 from bridge.server.mint import redact
 from bridge.server.relay import read_bounded
+from bridge.server.resume import RecentCalls, may_resume
 from bridge.server.security import json_error
 from bridge.server.settings import ServerSettings
 from bridge.server.store import Beat, CallRecord, Store, StoreUnavailable, refusal
@@ -171,6 +172,7 @@ class CallManager:
         self.store = store
         self.metrics = metrics
         self.calls: dict[str, LiveCall] = {}
+        self.recent = RecentCalls()  # ended calls' active agents, for X-Resume-Call (bridge.server.resume)
         self._tg: asyncio.TaskGroup | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -275,6 +277,7 @@ class CallManager:
             log.exception("call %s: sideband failed", call.call_id)
         finally:
             writer.close()
+            self.recent.remember(call.call_id, call.controller.current.name, call.kiosk)
             if self.calls.get(call.call_id) is call:
                 del self.calls[call.call_id]
             self.metrics.calls_active.set(len(self.calls))
@@ -336,18 +339,42 @@ class CallManager:
 
     # ---- creating a call ----------------------------------------------------------------------------------
 
-    async def create(self, request: web.Request, offer: str, kiosk: str | None, reservation: str) -> web.StreamResponse:
-        """Create the call upstream, register it, attach the agents; 201 + SDP answer (or an error)."""
+    async def resumed_agent(self, old_call_id: str | None, kiosk: str | None) -> str | None:
+        """The agent a call that replaces ``old_call_id`` starts with (``X-Resume-Call``), or None: the old
+        call is unknown here, or not this identity's (bridge.server.resume)."""
+        agents = self.settings.agents
+        if not old_call_id or agents is None or not _CALL_ID.match(old_call_id):
+            return None
+        owner: tuple[str, str | None] | None = None
+        local, ended = self.calls.get(old_call_id), self.recent.get(old_call_id)
+        if local is not None:
+            owner = (local.controller.current.name, local.kiosk)
+        elif ended is not None:
+            owner = (ended.agent, ended.kiosk)
+        else:
+            with contextlib.suppress(StoreUnavailable):
+                record = await self.store.get(old_call_id)
+                owner = (record.agent, record.kiosk) if record is not None else None
+        if owner is None or not may_resume(owner[1], kiosk) or owner[0] not in agents.agents:
+            log.info("call %s cannot be resumed here; starting with %s", old_call_id, agents.start)
+            return None
+        return owner[0]
+
+    async def create(
+        self, request: web.Request, offer: str, kiosk: str | None, reservation: str, resume: str | None = None
+    ) -> web.StreamResponse:
+        """Create the call upstream, register it, attach the agents; 201 + SDP answer (or an error).
+        ``resume``: the dropped call this one replaces (``X-Resume-Call``): start with its active agent."""
         settings = self.settings
         assert settings.agents is not None
         if self.closing:
             return json_error(503, "shutting_down", "This server is stopping; try again.", {"Retry-After": "1"})
+        start = await self.resumed_agent(resume, kiosk) or settings.agents.start
+        session = settings.agents.session_config(settings.session_config(), start)
         try:
             async with asyncio.timeout(settings.upstream_timeout):
                 with self.metrics.upstream.labels(op="call").time():
-                    answer, call_id = await create_call(
-                        self.http, settings.api_base, settings.api_key, offer, settings.call_session_config()
-                    )
+                    answer, call_id = await create_call(self.http, settings.api_base, settings.api_key, offer, session)
         except TimeoutError:
             log.warning("call creation: upstream timed out after %.1f s", settings.upstream_timeout)
             return json_error(504, "upstream_timeout", "The Realtime API did not answer the call in time.")
@@ -358,7 +385,6 @@ class CallManager:
             await self._hangup_upstream(call_id)
             return json_error(502, "upstream_bad_response", "The Realtime API sent an unexpected call id.")
         token = new_token()
-        start = settings.agents.start
         record = CallRecord(call_id, settings.replica_id, start, time.time(), kiosk, "live", settings.model)
         try:
             await self.store.register(record, reservation, token)
@@ -366,11 +392,13 @@ class CallManager:
             await self._hangup_upstream(call_id)
             r = refusal("store_unavailable")
             return json_error(r.status, r.code, r.message, r.headers)
+        controller = ServerController(settings.agents, self.store, call_id)
+        controller.current = settings.agents.agents[start]
         call = LiveCall(
             call_id,
             token,
             transcript_path(settings.transcripts_dir, call_id),
-            ServerController(settings.agents, self.store, call_id),
+            controller,
             kiosk=kiosk,
             model=settings.model,
             created=record.created,
@@ -382,8 +410,8 @@ class CallManager:
             return json_error(502, "sideband_failed", "The server could not attach its agents to the call.")
         self.metrics.calls.inc()
         log.info(
-            "call %s for %s: agents attached (start %s), transcript %s",
-            call_id, request.remote, start, call.transcript,
+            "call %s for %s: agents attached (start %s%s), transcript %s",
+            call_id, request.remote, start, f", resuming {resume}" if resume else "", call.transcript,
         )  # fmt: skip
         return web.Response(
             status=201,

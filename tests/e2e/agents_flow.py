@@ -23,6 +23,8 @@ from pathlib import Path
 from browser_flow import (
     API_KEY,
     STEP_TIMEOUT_MS,
+    WATCH_STATES,
+    admin,
     emulator_has_cors,
     launch_page,
     log_has,
@@ -32,6 +34,8 @@ from browser_flow import (
     wait_port,
 )
 from playwright.sync_api import Page, expect, sync_playwright
+
+from bridge.agents import load_agents
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
@@ -46,7 +50,13 @@ TURNS = [  # (what the user types, responses done before it, the agent after it,
 ]
 
 
+SERVE_OUT: list[Path] = []  # set by start_servers
+EMU_LOG: list[Path] = []
+
+
 def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
+    SERVE_OUT.append(work / "agents-serve.out")
+    EMU_LOG.append(work / "agents-emulator.jsonl")
     env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_BASE_URL", None)
     emu = subprocess.Popen(
@@ -82,7 +92,7 @@ def handoff_row(page: Page, target: str) -> None:
     expect(row).to_be_attached(timeout=STEP_TIMEOUT_MS)
 
 
-def flow(page: Page, base: str, screenshot: Path) -> str:
+def flow(page: Page, base: str, screenshot: Path) -> tuple[str, str]:
     page.goto(base)
     step("agents mode: the page knows the start agent before connecting")
     expect(page.locator("#agent")).to_have_text("Agent: triage")
@@ -125,16 +135,52 @@ def flow(page: Page, base: str, screenshot: Path) -> str:
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshot))
 
+    old_call_id, call_id = call_id, reconnect_with_the_active_agent(page, call_id)
+
     step("disconnect hangs the call up through the server")
     page.click("#close-drawer")
     with page.expect_response(lambda r: r.url.endswith(f"/api/call/{call_id}/hangup")) as hung:
         page.click("#disconnect")
     assert hung.value.status == 200, hung.value.status
     expect(page.locator("#state")).to_have_attribute("data-state", "closed", timeout=STEP_TIMEOUT_MS)
-    return call_id
+    return old_call_id, call_id
 
 
-def check_server_transcript(work: Path, call_id: str) -> None:
+def reconnect_with_the_active_agent(page: Page, call_id: str) -> str:
+    """Drop the call (emulator admin API): the page posts a new offer naming the old call; the server starts
+    the new call with the agent that was active (empathetic), not the start agent (triage)."""
+    step("drop: the page reconnects through /api/call with X-Resume-Call, the agents follow")
+    with page.expect_response(lambda r: r.url.endswith("/api/call"), timeout=STEP_TIMEOUT_MS) as posted:
+        page.evaluate(WATCH_STATES)
+        admin(EMU_PORT, "faults", {"kind": "drop"})
+    resp = posted.value
+    assert resp.status == 201 and resp.request.headers.get("x-resume-call") == call_id, resp.request.headers
+    new_id = resp.headers["x-call-id"]
+    assert new_id != call_id
+    expect(page.locator("#state")).to_have_attribute("data-state", "live", timeout=STEP_TIMEOUT_MS)
+    said = page.evaluate("window.seenStates.map(([s, t]) => s + ': ' + t)")
+    assert any(x.startswith("reconnecting: Reconnecting…") for x in said), said
+    row = page.locator("#transcript li.turn-reconnect").first
+    expect(row).to_contain_text("reconnected in", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#agent")).to_have_text("Agent: empathetic")
+    expect(page.locator("#transcript li.turn-handoff")).to_have_count(2)  # the history is still on the page
+    (session,) = [s for s in admin(EMU_PORT, "sessions")["sessions"] if s["call_id"] == new_id]
+    system = [i["text"] for i in session["items"] if i["role"] == "system"]
+    assert len(system) == 1 and "User: 한 70 정도요." in system[0], system
+    assert "Note: handoff to empathetic" in system[0], system
+    served = SERVE_OUT[0].read_text(errors="replace")
+    assert f"call {new_id} for" in served and f"(start empathetic, resuming {call_id})" in served, served[-3000:]
+    created = [
+        json.loads(line)["event"]
+        for line in EMU_LOG[0].read_text(encoding="utf-8").splitlines()
+        if f'"{session["id"]}"' in line and '"session.created"' in line
+    ]
+    want = load_agents(AGENTS).instructions_for("empathetic")
+    assert created and created[0]["session"]["instructions"] == want, created[:1]
+    return new_id
+
+
+def check_server_transcript(work: Path, call_id: str, last_call_id: str) -> None:
     step("the server's transcript of the browser session")
     (path,) = (work / "transcripts").glob(f"*-{call_id}.jsonl")
     lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
@@ -146,7 +192,7 @@ def check_server_transcript(work: Path, call_id: str) -> None:
     said = " ".join(x["text"] for x in lines if x["kind"] == "assistant")
     assert "스물넷이구나" in said and "숨을" in said, said
     served = (work / "agents-serve.out").read_text(errors="replace")
-    assert f"call {call_id} hung up" in served and str(path.name) in served
+    assert f"call {last_call_id} hung up" in served and str(path.name) in served
     assert API_KEY not in served
 
 
@@ -162,7 +208,7 @@ def main() -> int:
         with sync_playwright() as pw:
             page = launch_page(pw, args.work / "agents-profile", args.wav, page_errors)
             try:
-                call_id = flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
+                call_id, last_call_id = flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
             finally:
                 events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
                 print("events seen:", " ".join(events), flush=True)
@@ -172,7 +218,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        check_server_transcript(args.work, call_id)
+        check_server_transcript(args.work, call_id, last_call_id)
     finally:
         stop_servers(procs)
     if page_errors:

@@ -115,6 +115,25 @@ def launch_page(pw: Any, profile: Path, wav: Path, page_errors: list[str]) -> Pa
     return page
 
 
+WATCH_STATES = """() => {
+  const el = document.getElementById("state");
+  window.seenStates = [];
+  new MutationObserver(() => window.seenStates.push([el.dataset.state, el.textContent]))
+    .observe(el, { attributes: true, childList: true, characterData: true, subtree: true });
+}"""  # every change of the header's state, recorded (a quick reconnect is over before a poll sees it)
+
+
+def admin(port: int, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The emulator's admin API (docs/emulator.md "The admin API"): GET, or POST ``body`` as JSON."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_emulator/{path}", data=data, method="GET" if data is None else "POST"
+    )
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         proc.terminate()

@@ -5,6 +5,7 @@ async () => {
   const { EventLog, elide, category } = await import("/js/log.js");
   const { LatencyMeter, errorWords } = await import("/js/state.js");
   const { TypedTurns } = await import("/js/turns.js");
+  const R = await import("/js/resilience.js");
   const fails = [];
   const check = (cond, msg) => { if (!cond) fails.push(msg); };
   const msg = (id, role, text, type = "input_text") => ({ id, type: "message", role, content: [{ type, text }] });
@@ -102,6 +103,50 @@ async () => {
   turns.observe({ type: "response.done", response: { id: "r2", status: "completed" } });
   check(turns.say("next") === "sent" && sent.join() === "output_audio_buffer.clear,conversation.item.create,response.create",
     `while the audio streams ${sent}`);
+
+  // Reconnecting (resilience.js, the page's copy of bridge/call/supervisor.py + replay.py): backoff 0.25 s
+  // doubling to 8 s, each wait from the upper half of its range.
+  const ceilings = [1, 2, 3, 4, 5, 6, 7, 12].map((n) => R.backoffDelay(n, () => 0.999999));
+  check(ceilings.map(Math.round).join() === "250,500,1000,2000,4000,8000,8000,8000", `backoff ceilings ${ceilings}`);
+  check(R.backoffDelay(1, () => 0) === 125 && R.backoffDelay(9, () => 0) === 4000, "backoff floors");
+  // Which failures are retried: unreachable, 5xx, 429; not 401/403/400 nor a lost quota.
+  check(R.retryable("TypeError: Failed to fetch") && R.retryable({ status: 502, code: "upstream_error" }), "retry 5xx");
+  check(R.retryable({ status: 429, code: "rate_limited" }) && R.retryable({ status: 503 }), "retry 429/503");
+  check(!R.retryable({ status: 401, code: "access_token_required" }) && !R.retryable({ status: 403 }), "no retry 401/403");
+  check(!R.retryable({ status: 400 }) && !R.retryable({ status: 429, code: "insufficient_quota" }), "no retry 400/quota");
+  // The replay: one system message, role-labelled, user turns as transcribed, the cut reply marked; handoffs
+  // and tool results as notes; our own marker lines and deleted items left out; then the ask for audio.
+  const r = new Transcript();
+  r.clear({ start: "triage", names: ["triage", "korean_20s"] });
+  r.apply({ type: "conversation.item.added", previous_item_id: null, item: msg("u1", "user", "my name is Ada") });
+  r.apply({ type: "conversation.item.added", previous_item_id: "u1", item: msg("a1", "assistant", "Hi Ada", "output_text") });
+  r.apply({ type: "conversation.item.truncated", item_id: "a1", audio_end_ms: 300 });
+  r.apply({ type: "response.function_call_arguments.done", item_id: "h1", call_id: "c1", name: "transfer_to_korean_20s", arguments: "{}" });
+  r.apply({ type: "conversation.item.added", previous_item_id: "h1", item: { id: "o1", type: "function_call_output", call_id: "c9", output: '{"ok":true}' } });
+  r.apply({ type: "conversation.item.added", previous_item_id: "o1", item: msg("x1", "user", "gone") });
+  r.apply({ type: "conversation.item.deleted", item_id: "x1" });
+  r.mark("reconnect", "reconnected in 300 ms");
+  r.apply({ type: "conversation.item.added", previous_item_id: null, item: msg("replay_0", "system", "old summary") });
+  check(r.list().length === 6 && r.list()[5].type === "reconnect" && !r.items.has("replay_0"), "marker kept, replay hidden");
+  const events = R.replayEvents(R.historyOf(r.list()));
+  check(events.length === 2 && events[1].type === "session.update", `replay events ${events.map((e) => e.type)}`);
+  check(JSON.stringify(events[1].session.output_modalities) === '["audio"]', "ask for audio");
+  const item = events[0].item;
+  check(events[0].type === "conversation.item.create" && item.role === "system" && item.id === "replay_0", "one system item");
+  check(item.content[0].text === [R.SUMMARY_HEAD, "User: my name is Ada",
+    "Assistant (interrupted; the user heard part of it): Hi Ada", "Note: handoff to korean_20s", 'Tool: {"ok":true}'].join("\n"),
+    `summary ${item.content[0].text}`);
+  check(R.replayEvents([]).length === 0, "nothing said, nothing replayed");
+  // The budget keeps the newest turns: at most 40 turns and 8000 characters.
+  const many = Array.from({ length: 50 }, (_, i) => ({ role: "user", text: `turn ${i}` }));
+  const kept = R.within(many);
+  check(kept.length === 40 && kept[0].text === "turn 10" && kept[39].text === "turn 49", "40 turns");
+  const long = [{ role: "user", text: "a".repeat(5000) }, { role: "assistant", text: "b".repeat(5000) }];
+  check(R.within(long).length === 1 && R.within(long)[0].text[0] === "b", "8000 chars");
+  // Liveness: inbound packets that stop moving for 2.5 s mean a dead connection.
+  const w = new R.InboundWatch();
+  check(!w.sample(0, 0) && !w.sample(10, 1000) && !w.sample(10, 3400) && w.sample(10, 3500), "inbound watch");
+  check(!w.sample(11, 3600), "packets again: alive");
 
   // Every control is labelled (keyboard and screen-reader users).
   for (const el of document.querySelectorAll("input, select")) {

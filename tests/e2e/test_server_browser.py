@@ -1,7 +1,8 @@
 """Real Chromium against ``bridge serve`` + ``bridge emulate``, inside a loopback-only network namespace.
 
-The flows live in ``browser_flow.py`` (the plain ephemeral-key page) and ``agents_flow.py``
-(``bridge serve --agents``: offer to /api/call, agents on the server over the sideband); each runs under
+The flows live in ``browser_flow.py`` (the plain ephemeral-key page), ``agents_flow.py``
+(``bridge serve --agents``: offer to /api/call, agents on the server over the sideband, which follow the
+page's reconnect) and ``reconnect_flow.py`` (the page through a drop, a stall and a refused token); each runs under
 ``ip netns exec`` so that the browser, the servers and every packet they exchange stay in a namespace
 that has nothing but ``lo``. Set ``BRIDGE_SAVE_SCREENSHOT=1`` to refresh ``docs/screenshot-web.png`` and
 ``docs/screenshot-agents.png`` from the run.
@@ -96,6 +97,7 @@ def _run_flow(script: str, tmp_path: Path, wav: Path, netns: str, screenshot: Pa
         if (tmp_path / name).exists()
     )
     assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}\n{tails}"
+    print("\n".join(line for line in proc.stdout.splitlines() if line.startswith(("step:", "measured:"))))
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("BRIDGE_SAVE_SCREENSHOT") == "1":
         shutil.copyfile(screenshot, ROOT / "docs" / screenshot.name)
@@ -110,3 +112,9 @@ def test_browser_agents_through_the_sideband(tmp_path: Path, silence_wav: Path, 
     screenshot = tmp_path / "screenshot-agents.png"
     logs = ("agents-serve.out", "agents-emulator.out")
     _run_flow("agents_flow.py", tmp_path, silence_wav, netns, screenshot, logs)
+
+
+def test_browser_reconnects_after_drop_and_stall(tmp_path: Path, silence_wav: Path, netns: str) -> None:
+    screenshot = tmp_path / "screenshot-reconnect.png"
+    logs = ("reconnect-serve.out", "reconnect-emulator.out")
+    _run_flow("reconnect_flow.py", tmp_path, silence_wav, netns, screenshot, logs)

@@ -318,3 +318,56 @@ def test_bad_agents_file_is_one_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "bridge serve: error: agents file" in proc.stderr and "'ghost'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_a_resumed_call_starts_with_the_agent_that_was_active(emu: RunningEmulator, tmp_path: Path) -> None:
+    """The page reconnects a dropped call with ``X-Resume-Call: <old call id>``: the new call starts with the
+    old call's active agent (its instructions and tools), not the start agent; an unknown call, or one of
+    another identity, starts with the start agent."""
+    agents = load_agents(AGENTS)
+    with loopback_candidates():
+        async with serving(emu, tmp_path) as client:
+            calls = client.app[CALLS]
+            first = Browser(client)
+            try:
+                resp = await first.call()
+                assert resp.status == 201, await resp.text()
+                old_id = resp.headers["X-Call-Id"]
+                await first.answer(resp)
+                first.say(USER_TURNS[0])
+                await until(lambda: calls.calls[old_id].controller.current.name == "korean_20s", "the handoff")
+                assert (await first.hangup(old_id)).status == 200  # the old call is over, as after a drop
+            finally:
+                await first.pc.close()
+            assert old_id not in calls.calls
+
+            second = Browser(client)
+            second.headers["X-Resume-Call"] = old_id
+            try:
+                resp = await second.call()
+                assert resp.status == 201, await resp.text()
+                new_id = resp.headers["X-Call-Id"]
+                assert new_id != old_id and calls.calls[new_id].controller.current.name == "korean_20s"
+                created = [e for e in emu.server_events() if e["type"] == "session.created"]
+                assert created[-1]["session"]["instructions"] == agents.instructions_for("korean_20s")
+                tools = [t["name"] for t in created[-1]["session"]["tools"]]
+                assert tools == [t["name"] for t in agents.tools_for("korean_20s")]
+            finally:
+                await second.pc.close()
+
+            third = Browser(client)
+            third.headers["X-Resume-Call"] = "rtc_nobody_ran_this"
+            try:
+                resp = await third.call()
+                assert resp.status == 201, await resp.text()
+                assert calls.calls[resp.headers["X-Call-Id"]].controller.current.name == "triage"
+            finally:
+                await third.pc.close()
+
+            # A kiosk may only resume its own calls; the shared token only calls made without a kiosk token.
+            calls.recent.remember("rtc_of_a_kiosk", "empathetic", "shop-1")
+            assert await calls.resumed_agent("rtc_of_a_kiosk", "shop-1") == "empathetic"
+            assert await calls.resumed_agent("rtc_of_a_kiosk", None) is None
+            assert await calls.resumed_agent("rtc_of_a_kiosk", "shop-2") is None
+            assert await calls.resumed_agent(old_id, "shop-1") is None
+            assert await calls.resumed_agent("../etc", None) is None

@@ -2,6 +2,13 @@
 // the Realtime API (PROTOCOL.md 2.1, 2.3). With server-side agents (`bridge serve --agents`) the
 // offer goes to our /api/call instead: the server creates the call with its key and runs the agents
 // over the sideband (PROTOCOL.md 2.4). No API key ever reaches this page.
+//
+// A live session watches its connection (docs/resilience.md "Browser page"): the peer connection or ICE
+// failing (or `disconnected` for 2 s), the data channel closing, a `session_expired` error, or no inbound
+// audio packet for 2.5 s (the server streams audio continuously, silence included) end it with
+// onDrop(reason); the page (ui.js) then reconnects.
+
+import { InboundWatch } from "./resilience.js";
 
 /** An error with a plain-words message for the error box. */
 export class ConnectError extends Error {
@@ -14,6 +21,10 @@ export class ConnectError extends Error {
 
 const GATHER_TIMEOUT_MS = 2000;
 const OPEN_TIMEOUT_MS = 15000;
+const START_TIMEOUT_MS = 5000; // an open channel must announce its session (session.created) within this
+const STATS_EVERY_MS = 250;
+const FATAL_EVENT_CODES = new Set(["insufficient_quota", "invalid_api_key"]);
+const DISCONNECTED_FOR_MS = 2000;
 
 function authHeaders(accessToken, contentType) {
   const headers = { "Content-Type": contentType };
@@ -52,7 +63,7 @@ export async function fetchClientSecret(accessToken) {
   return body;
 }
 
-async function openMicrophone(deviceId, echoCancellation) {
+export async function openMicrophone(deviceId, echoCancellation) {
   // Echo cancellation keeps the model from hearing itself through loudspeakers (and barging in on
   // itself); a headset does not need it, and the user may turn it off.
   const audio = {
@@ -87,7 +98,7 @@ function gatheringDone(pc) {
   });
 }
 
-function channelOpen(dc) {
+function channelOpen(pc, dc) {
   if (dc.readyState === "open") return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
@@ -99,6 +110,11 @@ function channelOpen(dc) {
       clearTimeout(timer);
       reject(new ConnectError("The model closed the session while it was starting."));
     }, { once: true });
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState !== "failed") return;
+      clearTimeout(timer);
+      reject(new ConnectError("The network connection to the model failed while starting (ICE failure)."));
+    });
   });
 }
 
@@ -126,13 +142,16 @@ async function exchangeSdp(callsUrl, ephemeralKey, offerSdp) {
   return { answer: text, callId: location.split("/").pop() || null };
 }
 
-/** POST the offer to our /api/call (server-side agents); returns {answer, callId}. */
-async function serverCall(accessToken, offerSdp) {
+/**
+ * POST the offer to our /api/call (server-side agents); returns {answer, callId}. `resumeCallId`: the
+ * call this one replaces after a drop (X-Resume-Call): the server starts it with that call's agent.
+ */
+async function serverCall(accessToken, offerSdp, resumeCallId) {
   let resp;
+  const headers = authHeaders(accessToken, "application/sdp");
+  if (resumeCallId) headers["X-Resume-Call"] = resumeCallId;
   try {
-    resp = await fetch("/api/call", {
-      method: "POST", headers: authHeaders(accessToken, "application/sdp"), body: offerSdp,
-    });
+    resp = await fetch("/api/call", { method: "POST", headers, body: offerSdp });
   } catch (err) {
     throw new ConnectError(UNREACHABLE, String(err));
   }
@@ -150,26 +169,38 @@ function serverHangup(accessToken, callId) {
 }
 
 /**
- * One live session. Callbacks: onEvent(direction, event), onState(state, detail), onTrack(stream).
- * States: connecting -> live -> closed | failed.
+ * One session (one call). Callbacks: onEvent(direction, event), onState(state, detail), onTrack(stream),
+ * onDrop(reason): the live connection died (the session is released; the microphone stream is kept when
+ * the session does not own it). States: connecting -> live -> closed.
  */
 export class RealtimeSession {
-  constructor({ onEvent, onState, onTrack }) {
+  constructor({ onEvent, onState, onTrack, onDrop }) {
     this.onEvent = onEvent;
     this.onState = onState;
     this.onTrack = onTrack;
+    this.onDrop = onDrop;
     this.pc = null;
     this.dc = null;
     this.stream = null;
+    this.ownsStream = true; // false once the page keeps the microphone across reconnects
     this.callId = null;
+    this.sessionId = null;
     this.closed = false;
+    this.live = false;
+    this.statsTimer = null;
+    this.disconnectedTimer = null;
+    this.announced = null; // resolves with session.created
+    this.fatal = null; // the code of an error event that ends the call for good
     this.viaServer = false; // true: our server created the call (agents) and must hang it up
     this.hungUp = false;
     this.accessToken = "";
   }
 
-  /** `agents`: the server runs the agents (config.agents), so the offer goes to /api/call. */
-  async connect({ accessToken, deviceId, echoCancellation = true, agents = null }) {
+  /**
+   * `agents`: the server runs the agents (config.agents), so the offer goes to /api/call. `stream`: a
+   * microphone already open (a reconnect); `resumeCallId`: the dropped call this one continues.
+   */
+  async connect({ accessToken, deviceId, echoCancellation = true, agents = null, stream = null, resumeCallId = null }) {
     this.accessToken = accessToken;
     this.viaServer = Boolean(agents);
     let secret = null;
@@ -178,8 +209,13 @@ export class RealtimeSession {
       secret = await fetchClientSecret(accessToken);
       this.session = secret.session;
     }
-    this.onState("connecting", "Opening the microphone…");
-    this.stream = await openMicrophone(deviceId, echoCancellation);
+    if (stream) {
+      this.stream = stream;
+      this.ownsStream = false;
+    } else {
+      this.onState("connecting", "Opening the microphone…");
+      this.stream = await openMicrophone(deviceId, echoCancellation);
+    }
     if (this.closed) return this._release();
 
     const pc = new RTCPeerConnection();
@@ -190,6 +226,9 @@ export class RealtimeSession {
     // the m=application and the m=audio sections (PROTOCOL.md 2.3).
     const dc = pc.createDataChannel("oai-events");
     this.dc = dc;
+    let announce;
+    this.announced = new Promise((resolve) => { announce = resolve; });
+    this._announce = announce;
     dc.onmessage = (e) => this._onMessage(e.data);
     dc.onclose = () => this._onChannelClose();
     for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
@@ -199,13 +238,56 @@ export class RealtimeSession {
     await gatheringDone(pc);
     const offer = pc.localDescription.sdp;
     const { answer, callId } = this.viaServer
-      ? await serverCall(accessToken, offer)
+      ? await serverCall(accessToken, offer, resumeCallId)
       : await exchangeSdp(secret.calls_url, secret.value, offer);
     this.callId = callId;
     if (this.closed) return this._release();
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
-    await channelOpen(dc);
+    await channelOpen(pc, dc);
+    await this._sessionCreated();
+    if (this.closed) return this._release();
+    this.live = true;
+    this._watchInbound();
     this.onState("live", callId ? `Call ${callId}` : "");
+  }
+
+  /** Live means the session announced itself: a reconnect replays into it only then (supervisor.py). */
+  _sessionCreated() {
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new ConnectError("The session did not start in time (no session.created).")),
+        START_TIMEOUT_MS);
+    });
+    return Promise.race([this.announced, late]).finally(() => clearTimeout(timer));
+  }
+
+  /** Poll getStats: inbound audio packets must keep coming while live (see the header). */
+  _watchInbound() {
+    const watch = new InboundWatch();
+    let busy = false;
+    this.statsTimer = setInterval(async () => {
+      if (busy || !this.live || !this.pc) return;
+      busy = true;
+      try {
+        let packets = 0;
+        (await this.pc.getStats()).forEach((r) => {
+          if (r.type === "inbound-rtp" && (r.kind || r.mediaType) === "audio") packets += r.packetsReceived || 0;
+        });
+        if (this.live && watch.sample(packets, performance.now())) this._drop("silent", "no audio from the model");
+      } catch { /* closed meanwhile */ } finally {
+        busy = false;
+      }
+    }, STATS_EVERY_MS);
+  }
+
+  /** The live connection is dead: release it and tell the page (once). */
+  _drop(reason, words) {
+    if (this.closed) return;
+    this.closed = true;
+    const wasLive = this.live;
+    this._release();
+    this.onEvent("local", { type: "transport.dropped", reason, detail: words });
+    if (wasLive) this.onDrop?.(reason, words);
   }
 
   send(event) {
@@ -227,13 +309,16 @@ export class RealtimeSession {
   }
 
   _release() {
+    this.live = false;
+    clearInterval(this.statsTimer);
+    clearTimeout(this.disconnectedTimer);
     if (this.viaServer && this.callId && !this.hungUp) {
       this.hungUp = true;
       serverHangup(this.accessToken, this.callId);
     }
     try { this.dc?.close(); } catch { /* already closed */ }
     try { this.pc?.close(); } catch { /* already closed */ }
-    for (const track of this.stream?.getTracks() || []) track.stop();
+    if (this.ownsStream) for (const track of this.stream?.getTracks() || []) track.stop();
   }
 
   _onMessage(data) {
@@ -243,23 +328,30 @@ export class RealtimeSession {
     } catch {
       event = { type: "(unparseable)", raw: String(data).slice(0, 200) };
     }
+    if (event.type === "session.created") {
+      this.sessionId = event.session?.id ?? null;
+      this._announce?.(event);
+    }
     this.onEvent("server", event);
+    if (event.type === "error" && event.error?.code === "session_expired") {
+      this._drop("session_expired", "the session reached its time limit");
+    } else if (event.type === "error" && FATAL_EVENT_CODES.has(event.error?.code)) {
+      this.fatal = event.error.code; // the close that follows is not worth a reconnect
+    }
   }
 
   _onChannelClose() {
-    if (this.closed) return;
-    this.closed = true;
-    this._release();
-    this.onState("failed", "The model closed the session.");
+    if (this.live) this._drop("server_closed", "the data channel closed");
   }
 
   _onPcState() {
     const state = this.pc?.connectionState;
     this.onEvent("local", { type: "transport.connection_state", state });
-    if (state === "failed" && !this.closed) {
-      this.closed = true;
-      this._release();
-      this.onState("failed", "Lost the connection to the model (network failure).");
+    if (!this.live) return; // while starting, channelOpen reports a failure
+    clearTimeout(this.disconnectedTimer);
+    if (state === "failed" || state === "closed") this._drop("network", `connection ${state}`);
+    else if (state === "disconnected") {
+      this.disconnectedTimer = setTimeout(() => this._drop("network", "connection disconnected"), DISCONNECTED_FOR_MS);
     }
   }
 }

@@ -5,6 +5,7 @@ export const STATE_LABELS = {
   idle: "Disconnected",
   connecting: "Connecting…",
   live: "Live",
+  reconnecting: "Reconnecting…",
   closed: "Disconnected",
   failed: "Connection failed",
 };

@@ -4,6 +4,7 @@
 // they give the current agent (docs/agents.md "Handoffs").
 
 export const HANDOFF_PREFIX = "transfer_to_";
+export const REPLAY_PREFIX = "replay_"; // our replay after a reconnect (resilience.js): not a turn
 
 /** The target of a handoff call, or null for an ordinary function call. */
 export function handoffTarget(name) {
@@ -40,6 +41,13 @@ export class Transcript {
     this.order = [];
     this.agents = agents || null;
     this.agent = this.agents?.start ?? null;
+  }
+
+  /** A line of our own between turns, e.g. "reconnected in 412 ms" (type "reconnect"). */
+  mark(type, text) {
+    const id = `${type}_${this.order.length}_${Date.now()}`;
+    this.items.set(id, { id, type, role: null, status: null, text, previous: null });
+    this.order.push(id);
   }
 
   /** A function call item's name is known: a transfer_to_<name> call switches the current agent. */
@@ -100,7 +108,7 @@ export class Transcript {
   }
 
   _upsert(raw, previous) {
-    if (!raw?.id) return false;
+    if (!raw?.id || raw.id.startsWith(REPLAY_PREFIX)) return false;
     const known = this.items.has(raw.id);
     const item = this._ensure(raw.id, raw.role);
     if (!known) {
@@ -173,7 +181,7 @@ export function renderTranscript(list, transcript) {
     const who = document.createElement("strong");
     who.textContent = handoff
       ? "Handoff"
-      : { user: "You", assistant: "Assistant", system: "System" }[kind] || kind.replace(/_/g, " ");
+      : { user: "You", assistant: "Assistant", system: "System", reconnect: "Connection" }[kind] || kind.replace(/_/g, " ");
     if (item.agent) who.textContent += ` · ${item.agent}`;
     const meta = document.createElement("span");
     meta.className = "meta";

@@ -2,6 +2,7 @@
 // the error box and the latency readout. Entry module (no inline script anywhere: CSP).
 
 import { EventLog } from "./log.js";
+import { RECONNECT_FOR_MS, backoffDelay, historyOf, replayEvents, retryable } from "./resilience.js";
 import { ConnectError, RealtimeSession } from "./rtc.js";
 import { LatencyMeter, STATE_LABELS, errorWords } from "./state.js";
 import { Transcript, renderTranscript } from "./transcript.js";
@@ -23,6 +24,8 @@ const log = new EventLog(ui.log);
 const transcript = new Transcript();
 const latency = new LatencyMeter();
 let session = null;
+let mic = null; // the microphone stream, kept across reconnects (its audio is not queued meanwhile)
+let outage = null; // {since, reason, attempts, deadline, callId, sessionId} while reconnecting
 let muted = false;
 let agents = null; // {start, names} when the server runs the agents (bridge serve --agents)
 const typed = new TypedTurns((event) => session?.send(event));
@@ -31,7 +34,7 @@ function setState(state, detail) {
   ui.state.dataset.state = state;
   ui.state.textContent = detail && state !== "failed" ? `${STATE_LABELS[state]} · ${detail}` : STATE_LABELS[state];
   const live = state === "live";
-  const busy = state === "connecting" || live;
+  const busy = state === "connecting" || state === "reconnecting" || live;
   ui.connect.disabled = busy;
   ui.disconnect.disabled = !busy;
   ui.mute.disabled = !live;
@@ -76,22 +79,125 @@ function onEvent(direction, event) {
 function onState(state, detail) {
   log.add("local", { type: `transport.${state}`, state, detail });
   if (session === null) return;
-  setState(state, detail);
-  if (state === "failed") showError(detail);
   if (state === "live") {
+    if (!mic) {
+      mic = session.stream; // the page keeps the microphone from now on
+      session.ownsStream = false;
+    }
+    if (outage) {
+      resumed(outage);
+      return;
+    }
+    setState(state, detail);
     refreshMicrophones();
     const greeting = ui.greeting.value.trim();
     if (greeting) sendText(greeting);
+    return;
   }
-  if (state === "closed" || state === "failed") {
+  if (outage) return; // an attempt's progress: the header keeps saying Reconnecting…
+  setState(state, detail);
+  if (state === "failed") showError(detail);
+  if (state === "closed" || state === "failed") ended();
+}
+
+/** The call is over (disconnected or given up): release everything. */
+function ended() {
+  session = null;
+  outage = null;
+  ui.remote.srcObject = null;
+  for (const track of mic?.getTracks() || []) track.stop();
+  mic = null;
+  setMute(false);
+}
+
+function newSession() {
+  const current = new RealtimeSession({
+    onEvent,
+    onState: (state, detail) => { if (session === current) onState(state, detail); },
+    onTrack: (stream) => { if (session === current) ui.remote.srcObject = stream; },
+    onDrop: (reason, words) => { if (session === current) dropped(current, reason, words); },
+  });
+  session = current;
+  return current;
+}
+
+function openSession(current, resumeCallId = null) {
+  return current.connect({
+    accessToken: ui.token.value.trim(), deviceId: ui.mic.value, echoCancellation: ui.aec.checked, agents,
+    stream: mic, resumeCallId,
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The live connection died: stop playback, then reconnect (docs/resilience.md "Browser page"). */
+function dropped(old, reason, words) {
+  ui.remote.srcObject = null; // the reply stops now; nothing of the dead call plays on
+  if (old.fatal) {
     session = null;
-    ui.remote.srcObject = null;
-    setMute(false);
+    return giveUp(errorWords({ error: { code: old.fatal } }));
+  }
+  typed.reset();
+  latency.reset();
+  const since = performance.now();
+  outage = {
+    since, reason, words, attempts: 0, deadline: since + RECONNECT_FOR_MS,
+    callId: old.callId, sessionId: old.sessionId,
+  };
+  session = null;
+  log.add("local", { type: "transport.reconnecting", reason, detail: words });
+  reconnect(outage);
+}
+
+async function reconnect(o) {
+  let last = o.words;
+  while (outage === o) {
+    o.attempts += 1;
+    setState("reconnecting", `attempt ${o.attempts}, ${last}`);
+    const current = newSession();
+    try {
+      await openSession(current, agents ? o.callId : null);
+      return; // live: onState -> resumed()
+    } catch (err) {
+      if (session === current) session = null;
+      current.closed = true;
+      current._release();
+      if (outage !== o) return; // Disconnect was pressed meanwhile
+      last = err instanceof ConnectError ? err.message : String(err?.message || err);
+      log.add("local", { type: "transport.attempt_failed", attempt: o.attempts, detail: last });
+      if (err instanceof ConnectError && !retryable(err.detail)) return giveUp(last);
+      const wait = backoffDelay(o.attempts);
+      if (performance.now() + wait > o.deadline) {
+        return giveUp(`Gave up reconnecting after ${Math.round(RECONNECT_FOR_MS / 1000)} s (${o.attempts} attempts); last: ${last}`);
+      }
+      await sleep(wait);
+    }
   }
 }
 
+function giveUp(message) {
+  outage = null;
+  setState("failed", message);
+  log.add("local", { type: "transport.failed", state: "failed", detail: message });
+  showError(message);
+  ended();
+}
+
+/** A new session is live after an outage: tell it what was said, mark the transcript, go on. */
+function resumed(o) {
+  outage = null;
+  for (const event of replayEvents(historyOf(transcript.list()))) session.send(event);
+  const ms = Math.round(performance.now() - o.since);
+  const from = o.sessionId && session.sessionId ? ` (${o.sessionId} → ${session.sessionId})` : "";
+  transcript.mark("reconnect", `reconnected in ${ms} ms after ${o.reason}, ${o.attempts} attempt${o.attempts > 1 ? "s" : ""}${from}`);
+  renderTranscript(ui.transcript, transcript);
+  log.add("local", { type: "transport.reconnected", ms, attempts: o.attempts, reason: o.reason });
+  session.setMuted(muted);
+  setState("live", session.callId ? `Call ${session.callId}` : "");
+}
+
 async function connect() {
-  if (session) return;
+  if (session || outage) return;
   dismissErrors();
   log.restart();
   latency.reset();
@@ -99,32 +205,33 @@ async function connect() {
   transcript.clear(agents);
   renderTranscript(ui.transcript, transcript);
   showAgent();
-  const current = new RealtimeSession({
-    onEvent,
-    onState: (state, detail) => { if (session === current) onState(state, detail); },
-    onTrack: (stream) => { ui.remote.srcObject = stream; },
-  });
-  session = current;
+  const current = newSession();
   setState("connecting", "");
   if (ui.token.value) sessionStorage.setItem("bridge.token", ui.token.value);
   try {
-    await current.connect({
-      accessToken: ui.token.value.trim(), deviceId: ui.mic.value, echoCancellation: ui.aec.checked, agents,
-    });
+    await openSession(current);
   } catch (err) {
     if (session !== current) return;
     const message = err instanceof ConnectError ? err.message : `Could not connect: ${err?.message || err}`;
     current.closed = true;
     current._release();
-    session = null;
     setState("failed", message);
     log.add("local", { type: "transport.failed", state: "failed", detail: message });
     showError(message);
+    ended();
   }
 }
 
 function disconnect() {
-  session?.close();
+  const current = session;
+  const wasOutage = outage;
+  outage = null;
+  current?.close(); // -> onState("closed") -> ended()
+  if (wasOutage || session) {
+    session = null;
+    setState("closed", "");
+    ended();
+  }
 }
 
 function setMute(value) {
