@@ -51,6 +51,8 @@ STOP = "Wait, stop."
 VOICE = "en-gb+m3"
 QUIET_DBFS = -50.0
 BLOCK_S = 0.01
+RUNAWAY_S = 30.0
+"""A speaker that does not go quiet for this long after a question: the echo keeps answering itself."""
 
 
 class Speaker:
@@ -158,6 +160,7 @@ class Conversation:
     returncode: int | None = None
     reply_seconds: float = 0.0
     stops_ms: list[float] = field(default_factory=list)
+    runaway: bool = False
 
     @property
     def lines(self) -> list[dict[str, Any]]:
@@ -198,7 +201,11 @@ def converse(
                 if stopped is not None:
                     conv.stops_ms.append(max(0.0, (stopped - t_stop) * 1000))
             wait(lambda: replies(conv.transcript) > done, f"a reply to question {k + 1}", 40)  # noqa: B023
-            wait(lambda: speaker.quiet_for() > 0.8, "the reply to finish playing", 40)
+            try:
+                wait(lambda: speaker.quiet_for() > 0.8, "the reply to finish playing", RUNAWAY_S)
+            except TimeoutError:  # the echo answers itself: reply, echo, "speech", reply, ... without end
+                conv.runaway = True
+                break
     finally:
         conv.reply_seconds = speaker.loud_seconds()
         speaker.close()
@@ -219,6 +226,7 @@ def _summary(conv: Conversation, bargein: bool) -> dict[str, Any]:
         "interrupted": kinds.count("interrupted"),
         "reply_audio_s": round(conv.reply_seconds, 1),
         "user_turns": kinds.count("user"),
+        "runaway": conv.runaway,
     }
     if not bargein:
         minutes = conv.reply_seconds / 60
@@ -245,6 +253,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"room": RoomSpec().__dict__, "questions": args.questions, "cells": []}
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     out["load"] = args.load
+    try:
+        _cells(args, env, work, out)
+    finally:
+        for hog in hogs:
+            hog.kill()
+    return out
+
+
+def _cells(args: argparse.Namespace, env: dict[str, str], work: Path, out: dict[str, Any]) -> None:
     with running(RoomSpec(), env), emulator(env) as api:
         for transport in args.transports:
             for aec in args.aec.split(","):
@@ -258,9 +275,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 out["cells"].append({"transport": transport, "aec": "on", "bargein": True, **_summary(conv, True)})
                 out["cells"][-1]["stop_ms_at_speaker"] = [round(x) for x in conv.stops_ms]
                 print(json.dumps(out["cells"][-1]), file=sys.stderr)
-    for hog in hogs:
-        hog.kill()
-    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -272,6 +286,7 @@ def table(result: dict[str, Any]) -> str:
         rate = c.get("self_interruptions_per_min")
         barge = f"{c['bargein_ms']} ({c['bargein_ms_median']})" if c.get("bargein_ms") else "-"
         over = " (talking over it)" if c.get("bargein") else ""
+        over += " (replies answered their own echo without end: stopped asking)" if c.get("runaway") else ""
         rows.append(
             f"| {c['transport']} | {c['aec']}{over} | {c['replies']} | {c['interrupted']} | {c['reply_audio_s']} | "
             f"{'-' if rate is None else rate} | {barge} |"
