@@ -180,6 +180,7 @@ def converse(
     """One ``bridge run`` call: ask ``questions``, each after the last reply has finished playing; with
     ``bargein_after_s``, say :data:`STOP` that long into each reply. ``env`` has the daemon and the key."""
     name = f"{transport}-{'-'.join(f.strip('-') for f in flags) or 'default'}"
+    name += "-bargein" if bargein_after_s is not None else ""  # its own files: the calls must not mix
     conv = Conversation(work / f"{name}.jsonl", work / f"{name}.log")
     run = subprocess.Popen(
         [sys.executable, "-m", "bridge", "run", "--transport", transport, *flags, "-v", *extra]
