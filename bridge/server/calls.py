@@ -37,11 +37,11 @@ from bridge.agents.controller import AgentController
 from bridge.agents.sideband import create_call, run_sideband
 from bridge.aio import task_group
 from bridge.call.runtime import Runtime
-from bridge.errors import AuthError, BridgeError, ConnectError, ProtocolError
+from bridge.errors import AuthError, BridgeError, ConnectError, ProtocolError, QuotaError
 from bridge.link import http as rest
 from bridge.protocol import events as ev
 from bridge.server.metrics import ServerMetrics
-from bridge.server.mint import redact
+from bridge.server.mint import QUOTA_MESSAGE, QUOTA_STATUS, redact
 from bridge.server.relay import read_bounded
 from bridge.server.resume import RecentCalls, may_resume
 from bridge.server.security import json_error
@@ -138,6 +138,8 @@ def _upstream_failure(exc: BridgeError, settings: ServerSettings) -> web.Respons
     text = redact(str(exc), settings.api_key, settings.access_token)
     if isinstance(exc, AuthError):
         return json_error(502, "upstream_auth", "The Realtime API refused the server's API key.")
+    if isinstance(exc, QuotaError):
+        return json_error(QUOTA_STATUS, "insufficient_quota", QUOTA_MESSAGE)
     if isinstance(exc, ConnectError):
         if "timed out" in text:
             return json_error(504, "upstream_timeout", "The Realtime API did not answer the call in time.")
@@ -145,7 +147,7 @@ def _upstream_failure(exc: BridgeError, settings: ServerSettings) -> web.Respons
     found = _STATUS.search(text)
     status = int(found.group(1)) if found else 0
     if status == 429:
-        return json_error(503, "upstream_rate_limited", "The Realtime API is rate limiting or out of quota.")
+        return json_error(503, "upstream_rate_limited", "The Realtime API is rate limiting; try again.")
     if 400 <= status < 500:
         detail = text.split(": ", 1)[-1]
         return json_error(502, "upstream_rejected", f"The Realtime API refused the call: {detail}")

@@ -101,12 +101,28 @@ def _upstream_message(text: str) -> str:
         return ""
 
 
+def out_of_quota(text: str) -> bool:
+    """Is this upstream error body the account being out of quota (``insufficient_quota`` as its code or
+    type)? Unlike a rate limit, that stays so: clients must not retry it."""
+    try:
+        err = json.loads(text).get("error") or {}
+        return "insufficient_quota" in (err.get("code"), err.get("type"))
+    except (ValueError, AttributeError):
+        return False
+
+
+QUOTA_STATUS = 402
+QUOTA_MESSAGE = "The Realtime API account behind this server is out of quota (check its plan and billing)."
+
+
 def _upstream_error(status: int, text: str, settings: ServerSettings) -> MintError:
     log.warning("mint: upstream refused with HTTP %d", status)
     if status in (401, 403):
         return MintError(502, "upstream_auth", "The Realtime API refused the server's API key.")
+    if out_of_quota(text):
+        return MintError(QUOTA_STATUS, "insufficient_quota", QUOTA_MESSAGE)
     if status == 429:
-        return MintError(503, "upstream_rate_limited", "The Realtime API is rate limiting or out of quota.")
+        return MintError(503, "upstream_rate_limited", "The Realtime API is rate limiting; try again.")
     if 400 <= status < 500:
         detail = redact(_upstream_message(text), settings.api_key, settings.access_token)
         suffix = f": {detail}" if detail else "."

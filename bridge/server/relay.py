@@ -15,7 +15,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from bridge.server.mint import redact
+from bridge.server.mint import QUOTA_MESSAGE, QUOTA_STATUS, out_of_quota, redact
 from bridge.server.security import json_error
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ async def relay_call(
     if status == 201:
         extra = {"Location": location} if location else {}
         return web.Response(status=201, text=text, content_type="application/sdp", headers=extra)
+    if out_of_quota(text):
+        return json_error(QUOTA_STATUS, "insufficient_quota", QUOTA_MESSAGE)
     message = "The Realtime API refused the call."
     detail = _error_message(text)
     if detail:

@@ -114,6 +114,9 @@ async () => {
   check(R.retryable({ status: 429, code: "rate_limited" }) && R.retryable({ status: 503 }), "retry 429/503");
   check(!R.retryable({ status: 401, code: "access_token_required" }) && !R.retryable({ status: 403 }), "no retry 401/403");
   check(!R.retryable({ status: 400 }) && !R.retryable({ status: 429, code: "insufficient_quota" }), "no retry 400/quota");
+  // Our server answers a spent quota as 402 insufficient_quota: final. Its 503 (rate limited) is retried.
+  check(!R.retryable({ status: 402, code: "insufficient_quota" }) && !R.retryable({ status: 402 }), "no retry 402 quota");
+  check(R.retryable({ status: 503, code: "upstream_rate_limited" }), "retry upstream_rate_limited");
   // The replay: one system message, role-labelled, user turns as transcribed, the cut reply marked; handoffs
   // and tool results as notes; our own marker lines and deleted items left out; then the ask for audio.
   const r = new Transcript();
@@ -143,6 +146,37 @@ async () => {
   check(kept.length === 40 && kept[0].text === "turn 10" && kept[39].text === "turn 49", "40 turns");
   const long = [{ role: "user", text: "a".repeat(5000) }, { role: "assistant", text: "b".repeat(5000) }];
   check(R.within(long).length === 1 && R.within(long)[0].text[0] === "b", "8000 chars");
+  // ?replay=items (test-only, like bridge run --replay items): one item per turn, assistant as output_text.
+  check(R.replayShape("?replay=items") === "items" && R.replayShape("") === "summary" && R.replayShape("?x=1") === "summary",
+    "replay shape from the query");
+  const asItems = R.replayEvents([{ role: "user", text: "hi" }, { role: "assistant", text: "hello" },
+    { role: "note", text: "handoff to x" }], undefined, undefined, "items");
+  check(asItems.map((e) => e.item?.id || e.type).join() === "replay_0,replay_1,replay_2,session.update", `items ${asItems.map((e) => e.type)}`);
+  check(asItems[1].item.role === "assistant" && asItems[1].item.content[0].type === "output_text"
+    && asItems[2].item.role === "system" && asItems[2].item.content[0].text === "Note: handoff to x", "items shape");
+  // A text-only reply is deleted and asked again, spoken; a spoken one, a cancelled one or a tool call is not.
+  const done = (output, status = "completed") => ({ type: "response.done", response: { id: "r", status, output } });
+  const textReply = { id: "it1", type: "message", role: "assistant", content: [{ type: "output_text", text: "hi" }] };
+  const again = R.spokenAgain(done([textReply]));
+  check(again.length === 2 && again[0].type === "conversation.item.delete" && again[0].item_id === "it1"
+    && JSON.stringify(again[1]) === '{"type":"response.create","response":{"output_modalities":["audio"]}}', `spoken again ${JSON.stringify(again)}`);
+  const spoken = { ...textReply, content: [{ type: "output_audio", transcript: "hi" }] };
+  check(!R.spokenAgain(done([spoken])).length && !R.spokenAgain(done([textReply], "cancelled")).length
+    && !R.spokenAgain(done([{ id: "f", type: "function_call", name: "x" }])).length && !R.spokenAgain({ type: "response.created" }).length,
+    "spoken or cancelled replies are left alone");
+  // Renewal: the last min(5 min, 25 %) of the lifetime; nothing without a cap.
+  check(R.renewalDueAt(3600, 0) === 3300_000 && R.renewalDueAt(12, 0) === 9000 && R.renewalDueAt(null, 0) === null
+    && R.renewalDueAt(0, 0) === null, `renewal due ${R.renewalDueAt(3600, 0)} ${R.renewalDueAt(12, 0)}`);
+  // The turn boundary: no response generating, no reply audio playing, no speech heard without its end.
+  const ts = new R.TurnState();
+  const at = [ts.atBoundary()];
+  for (const type of ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "response.created",
+    "output_audio_buffer.started", "response.done", "output_audio_buffer.stopped"]) {
+    ts.observe({ type, response: { id: "r1" } });
+    at.push(ts.atBoundary());
+  }
+  check(at.join() === "true,false,true,false,false,false,true", `turn boundary ${at}`);
+
   // Liveness: inbound packets that stop moving for 2.5 s mean a dead connection.
   const w = new R.InboundWatch();
   check(!w.sample(0, 0) && !w.sample(10, 1000) && !w.sample(10, 3400) && w.sample(10, 3500), "inbound watch");

@@ -2,7 +2,9 @@
 
 The flows live in ``browser_flow.py`` (the plain ephemeral-key page), ``agents_flow.py``
 (``bridge serve --agents``: offer to /api/call, agents on the server over the sideband, which follow the
-page's reconnect) and ``reconnect_flow.py`` (the page through a drop, a stall and a refused token); each runs under
+page's reconnect), ``reconnect_flow.py`` (the page through a drop, a stall and a refused token) and
+``renewal_flow.py`` (renewal before a short session cap, make-before-break; a text-only reply asked again,
+spoken); each runs under
 ``ip netns exec`` so that the browser, the servers and every packet they exchange stay in a namespace
 that has nothing but ``lo``. Set ``BRIDGE_SAVE_SCREENSHOT=1`` to refresh ``docs/screenshot-web.png`` and
 ``docs/screenshot-agents.png`` from the run.
@@ -85,6 +87,17 @@ def silence_wav(prereqs: None, tmp_path: Path) -> Path:
     return wav
 
 
+@pytest.fixture
+def late_speech_wav(prereqs: None, tmp_path: Path) -> Path:
+    """Fake-mic file for the renewal flow: 13.5 s of silence (the first session is renewed at ~9 s of its 12),
+    one utterance, then silence: it can only reach the model through the renewed session's microphone."""
+    raw, wav = tmp_path / "late_raw.wav", tmp_path / "late_speech_48k.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), "Can you hear me now?"], check=True)
+    sox = ["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(wav), "pad", "13.5", "20"]
+    subprocess.run(sox, check=True)
+    return wav
+
+
 def _run_flow(script: str, tmp_path: Path, wav: Path, netns: str, screenshot: Path, logs: tuple[str, ...]) -> None:
     proc = subprocess.run(
         ["ip", "netns", "exec", netns, sys.executable, str(Path(__file__).with_name(script)),
@@ -118,3 +131,11 @@ def test_browser_reconnects_after_drop_and_stall(tmp_path: Path, silence_wav: Pa
     screenshot = tmp_path / "screenshot-reconnect.png"
     logs = ("reconnect-serve.out", "reconnect-emulator.out")
     _run_flow("reconnect_flow.py", tmp_path, silence_wav, netns, screenshot, logs)
+
+
+def test_browser_renews_before_the_cap_and_recovers_text_only_replies(
+    tmp_path: Path, late_speech_wav: Path, netns: str
+) -> None:
+    screenshot = tmp_path / "screenshot-renewal.png"
+    logs = ("renewal-serve.out", "renewal-emulator.out")
+    _run_flow("renewal_flow.py", tmp_path, late_speech_wav, netns, screenshot, logs)

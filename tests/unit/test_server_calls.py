@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.agents import load_agents
-from bridge.errors import AuthError, ConfigError, ConnectError, ProtocolError
+from bridge.errors import AuthError, ConfigError, ConnectError, ProtocolError, QuotaError
 from bridge.server.calls import _upstream_failure, transcript_path
 from bridge.server.settings import DEFAULT_WEB_ROOT, ServerSettings, find_web_root
 from bridge.server.store import AdmitRequest, Admitted, CallRecord, Limits, MemoryStore, Refusal
@@ -49,6 +49,8 @@ async def test_memory_store_counts_pending_creations_against_the_cap() -> None:
         (ConnectError("cannot reach 127.0.0.1:9: Connection refused"), 502, "upstream_unreachable"),
         (ConnectError("call creation timed out"), 504, "upstream_timeout"),
         (ProtocolError("call creation failed (429): rate_limit_exceeded: slow down"), 503, "upstream_rate_limited"),
+        (QuotaError("call creation failed (429): insufficient_quota: You exceeded your quota"), 402,
+         "insufficient_quota"),
         (ProtocolError(f"call creation failed (400): invalid_value: bad voice near {KEY}"), 502, "upstream_rejected"),
         (ProtocolError("call creation failed (500): server_error: boom"), 502, "upstream_error"),
         (ProtocolError("call creation returned no SDP answer or no call id"), 502, "upstream_error"),

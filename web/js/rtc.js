@@ -7,8 +7,12 @@
 // failing (or `disconnected` for 2 s), the data channel closing, a `session_expired` error, or no inbound
 // audio packet for 2.5 s (the server streams audio continuously, silence included) end it with
 // onDrop(reason); the page (ui.js) then reconnects.
+//
+// A session opened as a *standby* (renewal before the cap, make-before-break) has an audio transceiver but
+// sends no microphone until takeMicrophone() puts the same MediaStreamTrack on it; releaseMicrophone()
+// takes it off the old one.
 
-import { InboundWatch } from "./resilience.js";
+import { InboundWatch, TurnState } from "./resilience.js";
 
 /** An error with a plain-words message for the error box. */
 export class ConnectError extends Error {
@@ -37,6 +41,7 @@ function serverRefusal(resp, body) {
   const message = body?.error?.message || `The token server answered HTTP ${resp.status}.`;
   const prefix = {
     401: "The access token was refused. ",
+    402: "Out of quota. ",
     403: "This page may not use the token server. ",
     429: "Slow down. ",
   }[resp.status] || "";
@@ -132,11 +137,13 @@ async function exchangeSdp(callsUrl, ephemeralKey, offerSdp) {
   const text = await resp.text();
   if (resp.status !== 201) {
     let message = `The Realtime API refused the call (HTTP ${resp.status}).`;
+    let code;
     try {
-      const detail = JSON.parse(text)?.error?.message;
-      if (detail) message = `The Realtime API refused the call: ${detail}`;
+      const error = JSON.parse(text)?.error;
+      if (error?.message) message = `The Realtime API refused the call: ${error.message}`;
+      code = error?.code || undefined; // insufficient_quota is final (resilience.js retryable)
     } catch { /* not JSON */ }
-    throw new ConnectError(message, { status: resp.status });
+    throw new ConnectError(message, { status: resp.status, code });
   }
   const location = resp.headers.get("Location") || "";
   return { answer: text, callId: location.split("/").pop() || null };
@@ -185,6 +192,11 @@ export class RealtimeSession {
     this.ownsStream = true; // false once the page keeps the microphone across reconnects
     this.callId = null;
     this.sessionId = null;
+    this.expiresAt = null; // session.created's expires_at (epoch seconds), when the service caps the session
+    this.createdAt = null; // Date.now() when session.created arrived
+    this.turns = new TurnState(); // this session's turn boundaries (renewal waits for one)
+    this.remoteStream = null; // the model's audio (a standby session's is switched to on renewal)
+    this.sender = null; // the RTCRtpSender that carries (or will carry) the microphone
     this.closed = false;
     this.live = false;
     this.statsTimer = null;
@@ -198,9 +210,12 @@ export class RealtimeSession {
 
   /**
    * `agents`: the server runs the agents (config.agents), so the offer goes to /api/call. `stream`: a
-   * microphone already open (a reconnect); `resumeCallId`: the dropped call this one continues.
+   * microphone already open (a reconnect); `resumeCallId`: the call this one continues (a drop or a
+   * renewal). `standby`: send no microphone until takeMicrophone() (renewal, make-before-break).
    */
-  async connect({ accessToken, deviceId, echoCancellation = true, agents = null, stream = null, resumeCallId = null }) {
+  async connect({
+    accessToken, deviceId, echoCancellation = true, agents = null, stream = null, resumeCallId = null, standby = false,
+  }) {
     this.accessToken = accessToken;
     this.viaServer = Boolean(agents);
     let secret = null;
@@ -220,7 +235,10 @@ export class RealtimeSession {
 
     const pc = new RTCPeerConnection();
     this.pc = pc;
-    pc.ontrack = (e) => this.onTrack(e.streams[0] || new MediaStream([e.track]));
+    pc.ontrack = (e) => {
+      this.remoteStream = e.streams[0] || new MediaStream([e.track]);
+      this.onTrack(this.remoteStream);
+    };
     pc.onconnectionstatechange = () => this._onPcState();
     // The data channel and the mic track go in before the offer, so the offer carries both
     // the m=application and the m=audio sections (PROTOCOL.md 2.3).
@@ -231,7 +249,9 @@ export class RealtimeSession {
     this._announce = announce;
     dc.onmessage = (e) => this._onMessage(e.data);
     dc.onclose = () => this._onChannelClose();
-    for (const track of this.stream.getAudioTracks()) pc.addTrack(track, this.stream);
+    const [track] = this.stream.getAudioTracks();
+    if (standby || !track) this.sender = pc.addTransceiver("audio", { direction: "sendrecv" }).sender;
+    else this.sender = pc.addTrack(track, this.stream);
 
     this.onState("connecting", "Starting the call…");
     await pc.setLocalDescription(await pc.createOffer());
@@ -297,6 +317,19 @@ export class RealtimeSession {
     return true;
   }
 
+  /** Renewal: the microphone's track now goes to this session (the same MediaStreamTrack, no new prompt). */
+  async takeMicrophone() {
+    const [track] = this.stream?.getAudioTracks() || [];
+    if (!track || !this.sender) return;
+    this.sender.setStreams?.(this.stream);
+    await this.sender.replaceTrack(track);
+  }
+
+  /** Renewal: this (old) session stops sending the microphone before it is closed. */
+  async releaseMicrophone() {
+    try { await this.sender?.replaceTrack(null); } catch { /* closed meanwhile */ }
+  }
+
   setMuted(muted) {
     for (const track of this.stream?.getAudioTracks() || []) track.enabled = !muted;
   }
@@ -330,8 +363,12 @@ export class RealtimeSession {
     }
     if (event.type === "session.created") {
       this.sessionId = event.session?.id ?? null;
+      const expires = event.session?.expires_at;
+      this.expiresAt = typeof expires === "number" && expires > 0 ? expires : null;
+      this.createdAt = Date.now();
       this._announce?.(event);
     }
+    this.turns.observe(event);
     this.onEvent("server", event);
     if (event.type === "error" && event.error?.code === "session_expired") {
       this._drop("session_expired", "the session reached its time limit");

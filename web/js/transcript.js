@@ -181,7 +181,7 @@ export function renderTranscript(list, transcript) {
     const who = document.createElement("strong");
     who.textContent = handoff
       ? "Handoff"
-      : { user: "You", assistant: "Assistant", system: "System", reconnect: "Connection" }[kind] || kind.replace(/_/g, " ");
+      : { user: "You", assistant: "Assistant", system: "System", reconnect: "Connection", renewal: "Connection" }[kind] || kind.replace(/_/g, " ");
     if (item.agent) who.textContent += ` · ${item.agent}`;
     const meta = document.createElement("span");
     meta.className = "meta";

@@ -1,8 +1,13 @@
 // The page: wires the controls to a RealtimeSession, the event log, the transcript drawer,
-// the error box and the latency readout. Entry module (no inline script anywhere: CSP).
+// the error box and the latency readout; keeps the call going across drops (reconnect), before the
+// service's session cap (renewal, make-before-break) and through text-only replies (asked again, spoken).
+// Entry module (no inline script anywhere: CSP).
 
 import { EventLog } from "./log.js";
-import { RECONNECT_FOR_MS, backoffDelay, historyOf, replayEvents, retryable } from "./resilience.js";
+import {
+  RECONNECT_FOR_MS, RENEWAL_LAST_CHANCE_MS, REPLAY_CHARS, REPLAY_TURNS, backoffDelay, historyOf, renewalDueAt,
+  replayEvents, replayShape, retryable, spokenAgain,
+} from "./resilience.js";
 import { ConnectError, RealtimeSession } from "./rtc.js";
 import { LatencyMeter, STATE_LABELS, errorWords } from "./state.js";
 import { Transcript, renderTranscript } from "./transcript.js";
@@ -27,6 +32,9 @@ let session = null;
 let mic = null; // the microphone stream, kept across reconnects (its audio is not queued meanwhile)
 let outage = null; // {since, reason, attempts, deadline, callId, sessionId} while reconnecting
 let muted = false;
+let renewing = null; // the standby session while a renewal is under way
+const RENEWAL_POLL_MS = 100;
+const REPLAY_SHAPE = replayShape(location.search); // ?replay=items: test-only, like `bridge run --replay items`
 let agents = null; // {start, names} when the server runs the agents (bridge serve --agents)
 const typed = new TypedTurns((event) => session?.send(event));
 
@@ -88,6 +96,7 @@ function onState(state, detail) {
       resumed(outage);
       return;
     }
+    watchForRenewal(session);
     setState(state, detail);
     refreshMicrophones();
     const greeting = ui.greeting.value.trim();
@@ -104,21 +113,121 @@ function onState(state, detail) {
 function ended() {
   session = null;
   outage = null;
+  renewing?.close();
+  renewing = null;
   ui.remote.srcObject = null;
   for (const track of mic?.getTracks() || []) track.stop();
   mic = null;
   setMute(false);
 }
 
-function newSession() {
+/** A RealtimeSession whose callbacks count only while it is the page's current session. */
+function makeSession() {
   const current = new RealtimeSession({
-    onEvent,
+    onEvent: (direction, event) => {
+      onEvent(direction, event);
+      if (direction === "server") recoverSpoken(current, event);
+    },
     onState: (state, detail) => { if (session === current) onState(state, detail); },
     onTrack: (stream) => { if (session === current) ui.remote.srcObject = stream; },
     onDrop: (reason, words) => { if (session === current) dropped(current, reason, words); },
   });
-  session = current;
   return current;
+}
+
+function newSession() {
+  session = makeSession();
+  return session;
+}
+
+/** A completed reply without audio (the text-only trap): delete it and ask again, spoken (replay.py). */
+function recoverSpoken(current, event) {
+  const events = spokenAgain(event);
+  if (!events.length) return;
+  log.add("local", { type: "transport.spoken_again", response_id: event.response?.id, session: current.sessionId });
+  for (const e of events) current.send(e);
+}
+
+function sendReplay(current) {
+  for (const event of replayEvents(historyOf(transcript.list()), REPLAY_TURNS, REPLAY_CHARS, REPLAY_SHAPE)) {
+    current.send(event);
+  }
+}
+
+/**
+ * Renewal before the cap (docs/resilience.md "Browser page"): in the last min(5 min, 25 %) of the session's
+ * lifetime, at a turn boundary, move to a new session. Too close to the cap, it lets the session expire:
+ * session_expired is then handled as a drop.
+ */
+function watchForRenewal(current) {
+  const due = renewalDueAt(current.expiresAt, current.createdAt);
+  if (due === null) return;
+  const tick = () => {
+    if (session !== current || outage || current.closed || renewing) return;
+    const now = Date.now();
+    if (current.expiresAt * 1000 - now < RENEWAL_LAST_CHANCE_MS) return;
+    if (now >= due && current.turns.atBoundary()) {
+      renew(current);
+      return;
+    }
+    setTimeout(tick, now < due ? due - now : RENEWAL_POLL_MS);
+  };
+  tick();
+}
+
+/** Still worth moving from `old`: it is current, live, and not about to expire. */
+const renewable = (old) => session === old && !outage && !old.closed
+  && old.expiresAt * 1000 - Date.now() >= RENEWAL_LAST_CHANCE_MS;
+
+/**
+ * Make-before-break: a new session (fresh key, or a new /api/call resuming this call's agent), told the
+ * conversation; at the next boundary the microphone's track moves to it and the audio element to its
+ * stream; then the old one is closed. No Reconnecting… banner; a "renewed session" line.
+ */
+async function renew(old) {
+  const t0 = performance.now();
+  const next = makeSession();
+  renewing = next;
+  log.add("local", { type: "transport.renewing", session: old.sessionId });
+  try {
+    await next.connect({
+      accessToken: ui.token.value.trim(), deviceId: ui.mic.value, echoCancellation: ui.aec.checked, agents,
+      stream: mic, resumeCallId: agents ? old.callId : null, standby: true,
+    });
+  } catch (err) {
+    if (renewing === next) renewing = null;
+    next.closed = true;
+    next._release();
+    const detail = err instanceof ConnectError ? err.message : String(err?.message || err);
+    log.add("local", { type: "transport.renewal_failed", detail }); // the old one runs on until its cap
+    return;
+  }
+  if (renewing !== next || !renewable(old)) return abandon(next);
+  sendReplay(next);
+  while (!old.turns.atBoundary()) { // someone started talking meanwhile: move at the next pause
+    await sleep(RENEWAL_POLL_MS);
+    if (renewing !== next || !renewable(old) || next.closed) return abandon(next);
+  }
+  renewing = null;
+  session = next;
+  await next.takeMicrophone();
+  next.setMuted(muted);
+  ui.remote.srcObject = next.remoteStream;
+  await old.releaseMicrophone();
+  old.close(); // not the current session any more: its "closed" reaches nobody
+  typed.reset();
+  const ms = Math.round(performance.now() - t0);
+  transcript.mark("renewal", `renewed session (${old.sessionId} → ${next.sessionId}) in ${ms} ms`);
+  renderTranscript(ui.transcript, transcript);
+  log.add("local", { type: "transport.renewed", ms, from: old.sessionId, to: next.sessionId });
+  setState("live", next.callId ? `Call ${next.callId}` : "");
+  watchForRenewal(next);
+}
+
+function abandon(next) {
+  if (renewing === next) renewing = null;
+  next.close();
+  log.add("local", { type: "transport.renewal_abandoned", session: next.sessionId });
 }
 
 function openSession(current, resumeCallId = null) {
@@ -186,7 +295,7 @@ function giveUp(message) {
 /** A new session is live after an outage: tell it what was said, mark the transcript, go on. */
 function resumed(o) {
   outage = null;
-  for (const event of replayEvents(historyOf(transcript.list()))) session.send(event);
+  sendReplay(session);
   const ms = Math.round(performance.now() - o.since);
   const from = o.sessionId && session.sessionId ? ` (${o.sessionId} → ${session.sessionId})` : "";
   transcript.mark("reconnect", `reconnected in ${ms} ms after ${o.reason}, ${o.attempts} attempt${o.attempts > 1 ? "s" : ""}${from}`);
@@ -194,6 +303,7 @@ function resumed(o) {
   log.add("local", { type: "transport.reconnected", ms, attempts: o.attempts, reason: o.reason });
   session.setMuted(muted);
   setState("live", session.callId ? `Call ${session.callId}` : "");
+  watchForRenewal(session);
 }
 
 async function connect() {
