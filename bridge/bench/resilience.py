@@ -94,7 +94,7 @@ class Settings:
     stalls: int = 20
     faults: int = 100
     renewals: int = 5
-    session_cap_s: float = 10.0
+    session_cap_s: float = 15.0
     stall_profiles: tuple[str, ...] = ("clean",)
     fault_profiles: tuple[str, ...] = ("clean",)
     renewal_profiles: tuple[str, ...] = ("clean",)
@@ -527,7 +527,8 @@ def tables(doc: dict[str, Any]) -> str:
             out.append(
                 f"| {r['profile']} | {r['transport']} | {r['faults']['reconnected']}/{r['faults']['injected']} "
                 f"| {tr['lines']} ({bad}) | {lost['missing']} / {lost['checked']} "
-                f"| {ctx['present']}/{ctx['reconnects']} quote an earlier turn ({ctx['latest']} the latest) "
+                f"| {ctx['present']}/{ctx['reconnects'] - ctx['interrupted']} quote an earlier turn "
+                f"({ctx['latest']} the latest), {ctx['interrupted']} cut short by the next turn "
                 f"| {'yes' if r['alive_until_stopped'] else 'NO'}, {r['exit_code']} | {r['internal_errors']} |"
             )
         out += [
@@ -598,7 +599,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stalls", type=int, default=20, help="silent deaths per transport on --stall-profiles")
     p.add_argument("--faults", type=int, default=100, help="mixed faults in one run per transport")
     p.add_argument("--renewals", type=int, default=5, help="renewals per transport")
-    p.add_argument("--session-cap", type=float, default=10.0, help="session_max_seconds for the renewal run")
+    p.add_argument("--session-cap", type=float, default=15.0, help="session_max_seconds for the renewal run")
     p.add_argument("--stall-profiles", default="clean")
     p.add_argument("--fault-profiles", default="clean")
     p.add_argument("--renewal-profiles", default="clean")

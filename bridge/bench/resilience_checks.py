@@ -124,18 +124,22 @@ def context_after(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
     ``present``: the quoted words are those of a user turn before the reconnect; ``latest``: of the last
     one with words (what ``said[-2]`` in the emulator's quote must be when the history was replayed);
+    ``interrupted``: that reply was cut by the user's next turn before its quote was heard (not checkable);
     ``no_reply``: the run ended before a reply came.
     """
-    reconnects = present = latest = no_quote = no_reply = 0
+    reconnects = present = latest = no_quote = no_reply = interrupted = 0
     examples: list[str] = []
     for i, line in enumerate(lines):
         if line.get("kind") != "reconnect" or line.get("reason") == "renewal":
             continue
         reconnects += 1
         before = [str(x["text"]) for x in lines[:i] if x.get("kind") == "user" and x.get("text")]
-        reply = next((x for x in lines[i + 1 :] if x.get("kind") == "assistant"), None)
+        reply = next((x for x in lines[i + 1 :] if x.get("kind") in ("assistant", "interrupted")), None)
         if reply is None:
             no_reply += 1
+            continue
+        if reply["kind"] == "interrupted":
+            interrupted += 1
             continue
         m = QUOTE_RE.search(str(reply.get("text") or ""))
         if m is None:
@@ -146,4 +150,4 @@ def context_after(lines: list[dict[str, Any]]) -> dict[str, Any]:
         present += m.group(1) in before
         latest += bool(before) and m.group(1) == before[-1]
     out = {"reconnects": reconnects, "present": present, "latest": latest, "no_quote": no_quote}
-    return {**out, "no_reply": no_reply, "examples": examples}
+    return {**out, "interrupted": interrupted, "no_reply": no_reply, "examples": examples}
