@@ -274,7 +274,8 @@ class Supervisor:
             "old_call_id": old.link.call_id,
             "new_session_id": new.runtime.session_id,
             "new_call_id": new.link.call_id,
-            **{k: round(v, 1) if isinstance(v, float) else v for k, v in fields.items()},
+            # durations to 0.1 ms, unix times to the ms (0.1 s would hide a detection time)
+            **{k: round(v, 3 if k.endswith("_unix") else 1) if isinstance(v, float) else v for k, v in fields.items()},
         }
         self.call.record.write("reconnect", **line)
         log.info("reconnect: %s", line)
