@@ -255,6 +255,15 @@ class PlayoutBuffer:
             self._jitter.observe(media_s, at)
             self._arrival_delay = self._jitter.delay_ms
 
+    def new_stream(self) -> None:
+        """Arrivals from now on are of another stream (a new connection's): its media clock starts afresh,
+        so the jitter measured on the old one says nothing about it (kept, every packet of the new stream
+        looked late by the old one's media time: the margin sat at its maximum after every reconnect)."""
+        with self._lock:
+            if self._jitter is not None:
+                self._jitter = JitterTarget(clock=self._clock)
+                self._arrival_delay = 0.0
+
     def ms_until_dry(self) -> float | None:
         """How long (ms) until a device pull will find less than it takes, while a low-latency stream is
         playing; None when nothing is playing (idle, holding a start, or fading out a flush)."""

@@ -64,6 +64,9 @@ class PlayoutClock(Protocol):
     def ms_until_dry(self) -> float | None:
         """Milliseconds until the device will find the playout short; None when nothing is playing."""
 
+    def new_stream(self) -> None:
+        """The arrivals that follow are of another stream (this receiver's)."""
+
 
 class RtcSeamError(RuntimeError):
     """aiortc no longer has the private hook :class:`AudioReceiver` relies on (see module docstring)."""
@@ -209,6 +212,7 @@ class AudioReceiver:
         with that packet, so a lossy stream's margin grows until the next packet comes in time for its FEC
         (one frame more of latency, against concealment by PLC). Measured both ways: docs/benchmarks.md.
         """
+        playout.new_stream()  # this connection's stream: its own media clock, its own jitter
         self._playout = playout
         self._fec_wait = fec_wait
         self._window.config = FOLLOW_PLAYOUT

@@ -176,6 +176,10 @@ class FakePlayout:
         self.clock = clock
         self.arrivals: list[tuple[float, float | None]] = []
         self.dry_at: float | None = None
+        self.streams = 0
+
+    def new_stream(self) -> None:
+        self.streams += 1
 
     def arrival(self, media_s: float, at: float | None = None) -> None:
         self.arrivals.append((media_s, at))
@@ -198,6 +202,7 @@ def test_follow_reports_arrivals_and_conceals_when_the_playout_needs_it(payloads
 
     rx = AudioReceiver(on_audio, clock=clock, observer=sink.infos.append)
     rx.follow(playout)
+    assert playout.streams == 1  # following starts the playout's view of a new stream (its own jitter)
     pk = list(rtp_stream(payloads, seq0=65534, ts0=(1 << 32) - 960))  # both counters wrap
     t0 = clock.t
     for i in range(3):
