@@ -42,7 +42,7 @@ COUNTERS_S = 0.5  # how often the short send path's RTCP counters reach aiortc (
 SILENT_AFTER_S = 2.0
 """The server streams audio for as long as a call is up, silence included (PROTOCOL.md 2.3; the emulator
 does too): this long without one RTP packet is a silent death (server gone, no FIN, ICE not failed yet)."""
-WATCH_S = 0.5
+WATCH_S = 0.25  # the silence watch's poll: noticed within SILENT_AFTER_S + 2 polls of the last packet
 
 
 class WebRTCLink(RealtimeLink):

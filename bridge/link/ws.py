@@ -25,9 +25,10 @@ from bridge.protocol import pcm
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-HEARTBEAT_S = 2.0
+HEARTBEAT_S = 1.6
 """After this long with nothing from the server we ping it, and a pong must come within half of it: a
-silent death (server gone, no FIN) is noticed within 3 s (aiohttp's ``heartbeat``)."""
+silent death (server gone, no FIN) is noticed within 2.4 s of the last message (aiohttp's ``heartbeat``;
+at 2.0 s a 100 ms path put the 95th percentile at 3.04 s, over the 3 s target: docs/benchmarks.md)."""
 AUTH_CLOSE_CODES = {3000}
 REJECT_CLOSE_CODES = {4000}
 ABNORMAL_CLOSE = 1006  # no close frame: the connection itself went away
