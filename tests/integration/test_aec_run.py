@@ -11,7 +11,7 @@ playing at the speaker.
   the first run calibrates and persists the echo delay; the session asks for far-field noise reduction.
 - with echo cancellation, a user barge-in over a reply (while its echo plays) still stops it, fast.
 - a long echo path (700 ms) is found by the first run's calibration.
-- a kiosk (one call per visitor): two visitors, whole replies.
+- a kiosk (one call per visitor): two visitors, a whole reply each, one canceller throughout.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_a_kiosk_on_open_speakers_serves_two_visitors(echo_room: EchoRoom, api: 
     try:
         wait(lambda: health().get("state") == "idle", "the kiosk to listen", 40)
         for visitor in range(2):
-            for k, text in enumerate(ASK):
+            for k, text in enumerate(ASK[:1]):  # one question each: the second visitor is the point
                 replies = len([x for x in call(visitor) if x["kind"] in ("assistant", "interrupted")])
                 say(tmp_path, f"v{visitor}q{k}", text, env)
                 wait(
@@ -149,7 +149,7 @@ def test_a_kiosk_on_open_speakers_serves_two_visitors(echo_room: EchoRoom, api: 
     assert kiosk.returncode == 0, log[-2000:]
     for visitor in range(2):
         kinds = [x["kind"] for x in call(visitor)]
-        assert kinds.count("assistant") == 2 and "interrupted" not in kinds, (visitor, kinds)
+        assert kinds.count("assistant") == 1 and "interrupted" not in kinds, (visitor, kinds)
     stats = [next(x for x in call(v) if x["kind"] == "stats")["aec"] for v in range(2)]
     assert stats[1]["frames"] > stats[0]["frames"] and stats[1]["converged"], stats  # one canceller throughout
     assert 'bridge_kiosk_aec_state{bridge_kiosk_aec_state="on"} 1.0' in metrics, metrics

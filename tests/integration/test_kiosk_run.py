@@ -179,7 +179,7 @@ async def test_noise_alone_opens_no_call(tmp_path) -> None:
     does wake Silero, docs/kiosk.md "Known false wakes")."""
     cache = tmp_path / "speech"
     cache.mkdir()
-    noise = sounds.non_speech(3.0, cache)
+    noise = sounds.non_speech(2.0, cache)
     parts = [noise[name] for name in ("music", "door slams", "knocks/claps", "hvac", "pink", "white")]
     write_mic(tmp_path / "mic.wav", [silence(0.5), *parts, silence(5)])
     async with running_emulator() as emu:
