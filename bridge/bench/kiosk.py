@@ -7,8 +7,8 @@ its health endpoint. Then, per mode:
 ``--aec``: with echo cancellation (the default on sound cards) the speaker stays open while the kiosk idles.
 
 - ``idle``: the kiosk listening for ``--seconds`` with nobody there: its CPU (utime + stime from /proc,
-  share of one core) and RSS, beside the same for the sound stack alone (a process holding the same two
-  streams, doing nothing: :mod:`bridge.bench.floor`);
+  share of one core) and RSS (the sound stack's own floor: ``python -m bridge.bench.wakeups`` and
+  docs/benchmarks.md "Kiosk runner");
 - ``cycles``: ``--cycles`` visitors one after the other: a sentence (espeak-ng) is played into the
   microphone; the reply's first sound is found on the speaker's monitor; the kiosk hangs up after
   ``--hangup-after`` s of silence. Per visitor: wake-to-first-reply (speech onset to reply at the speaker),
