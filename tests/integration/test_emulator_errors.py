@@ -209,4 +209,10 @@ async def test_cli_serves_and_prints_base_url() -> None:
                 assert r.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        try:
+            code = await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()  # never leave an emulator behind (a failed run left one listening)
+            await proc.wait()
+            raise
+    assert code == 0
