@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 
 from bridge.bench import signals
 from bridge.bench.lab import LocalNet
+from bridge.bench.metrics import summary
 from bridge.bench.netem import Topology, netns_unavailable_reason
 from bridge.bench.profiles import Profile, parse_profiles
 from bridge.bench.resilience_checks import (
@@ -50,7 +51,6 @@ from bridge.bench.resilience_checks import (
     context_after,
     lost_user_turns,
     read_lines,
-    summary,
     validate_transcript,
 )
 from bridge.errors import BridgeError, ConfigError

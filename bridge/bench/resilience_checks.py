@@ -5,7 +5,6 @@
 - :func:`lost_user_turns`: user turns the server committed before a fault that the transcript lacks.
 - :func:`context_after`: the first reply after each reconnect quotes an earlier user turn (the emulator's
   ``quote_context``: ``You said before: "<turn N-1>".``, bridge.emulator.behaviours.quote).
-- :func:`summary`: n, p50, p95, max.
 """
 
 from __future__ import annotations
@@ -15,26 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 KINDS = frozenset(
     {"session", "user", "assistant", "interrupted", "error", "latency", "reconnect", "stats", "tool", "handoff"}
 )
 CONVERSATION = ("user", "assistant", "interrupted")
 QUOTE_RE = re.compile(r'You said before: "(.*)"\.')
-
-
-def summary(values: list[float]) -> dict[str, float | int | None]:
-    """n, p50, p95, max (one decimal)."""
-    if not values:
-        return {"n": 0, "p50": None, "p95": None, "max": None}
-    a = np.asarray(values, dtype=float)
-    return {
-        "n": len(values),
-        "p50": round(float(np.percentile(a, 50)), 1),
-        "p95": round(float(np.percentile(a, 95)), 1),
-        "max": round(float(a.max()), 1),
-    }
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
