@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.bench import signals
-from bridge.bench.pulse_m2e import _free_port, _stop, _wait_for, _wait_port, play_and_record, run_harness
+from bridge.bench.pulse_m2e import _free_port, _stop, _wait_port, play_and_record, run_harness, start_bridge
 from bridge.bench.signals import segments
 
 BLOCK = 240  # 5 ms harness blocks
@@ -54,13 +54,8 @@ def session(transport: str, base: str, env: dict[str, str], turns: int, tmp: Pat
     transcript = tmp / f"t-{time.monotonic_ns()}.jsonl"
     cmd = [sys.executable, "-m", "bridge", "run", "--transport", transport, "--api-base", base]
     cmd += ["--transcript", str(transcript)]
-    bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    bridge = start_bridge(cmd, transcript, env)
     try:
-        try:
-            _wait_for(transcript, '"kind": "session"', 20)
-        except RuntimeError:
-            bridge.kill()
-            raise RuntimeError(f"bridge run did not start: {bridge.communicate()[1].decode().strip()}") from None
         time.sleep(1.0)
         heard = play_and_record(plan.audio, "spk.monitor")
     finally:

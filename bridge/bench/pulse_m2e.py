@@ -154,6 +154,17 @@ def _wait_port(port: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def start_bridge(cmd: list[str], transcript: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``bridge run`` (``cmd``), once its transcript has its ``session`` line; one error line if it never does."""
+    bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(transcript, '"kind": "session"', 20)
+    except RuntimeError:
+        bridge.kill()
+        raise RuntimeError(f"bridge run did not start: {bridge.communicate()[1].decode().strip()}") from None
+    return bridge
+
+
 def _wait_for(path: Path, needle: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not (path.exists() and needle in path.read_text()):
@@ -201,13 +212,8 @@ def _session(transport: str, base: str, env: dict[str, str], bursts: int, tmp: P
     # echo answers the user's own "speech": the exact barge-in would (rightly) cut it off, so the transport
     # path is measured with barge-in handling off
     cmd += ["--transcript", str(transcript), "--bargein", "naive"]
-    bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    bridge = start_bridge(cmd, transcript, env)
     try:
-        try:
-            _wait_for(transcript, '"kind": "session"', 20)
-        except RuntimeError:
-            bridge.kill()
-            raise RuntimeError(f"bridge run did not start: {bridge.communicate()[1].decode().strip()}") from None
         time.sleep(0.5)
         cpu0, t0 = _cpu_and_rss(bridge.pid)[0], time.monotonic()
         loop = run_harness(bursts, "spk.monitor")
