@@ -197,15 +197,6 @@ class Supervisor:
 
     def _at_boundary(self, conn: Connection) -> bool:
         quiet = self.call.station_quiet_for() >= QUIET_BEFORE_RENEWAL_S
-        rt = conn.runtime
-        log.debug(
-            "boundary? room quiet %.2f s, user speaking %s, response %s, reply played %s, helpers %d",
-            self.call.station_quiet_for(),
-            rt.user_speaking,
-            rt.response_id,
-            rt.reply.all_played(),
-            len(rt._helpers),
-        )
         return quiet and conn.runtime.at_turn_boundary()
 
     # ---- after a drop ---------------------------------------------------------------------------------

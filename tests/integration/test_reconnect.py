@@ -101,9 +101,11 @@ async def test_a_silent_death_is_noticed_within_3_s(tmp_path, monkeypatch, trans
 async def test_the_session_cap_is_met_by_a_new_session_made_before_the_old_one_ends(
     tmp_path, monkeypatch, transport
 ) -> None:
-    """Sessions capped at 8 s: in their last 2 s (a pause: the user is quiet from 4.9 to 9.3 s), the call
-    moves to a new session (no gap), so the server never has to say session_expired; turns go on after."""
-    mic = [("silence", 0.3), *TURN * 2, ("tone", 0.6), ("silence", 4.4), *TURN * 2]
+    """Sessions capped at 8 s: in their last 2 s the call moves to a new session (no gap), so the server never
+    has to say session_expired; turns go on after. The pause the move needs (the user quiet from 2.9 to 8.5 s,
+    the second reply over by ~4 s) starts 2 s before the renewal window opens (6 s): a loaded machine may
+    play the reply late without leaving the window without a turn boundary."""
+    mic = [("silence", 0.3), *TURN * 2, ("silence", 4.2), *TURN * 2]
     async with bridge_running(tmp_path, monkeypatch, transport, 12, mic=mic, session_max_seconds=8.0) as (_, task):
         assert await asyncio.wait_for(task, 30) == 0
     lines = transcript_lines(tmp_path / "t.jsonl")
