@@ -67,3 +67,15 @@ def sound_spans(samples: np.ndarray, rate: int, window_ms: float = 5.0, floor: i
         else:
             merged.append((s, e))
     return merged
+
+
+def sounding_seconds(
+    samples: np.ndarray, rate: int, span: tuple[float, float], window_ms: float = 5.0, floor: int = 300
+) -> float:
+    """Seconds of sound within ``span`` (a :func:`sound_spans` entry): its loud windows only, so that the
+    short silences a player inserts when it runs dry (merged into the span) are not counted as played."""
+    w = max(1, int(rate * window_ms / 1000))
+    part = samples[int(span[0] * rate) : int(span[1] * rate)]
+    n = len(part) // w
+    loud = np.abs(part[: n * w].astype(np.int32)).reshape(n, w).max(axis=1) > floor
+    return float(np.count_nonzero(loud)) * w / rate

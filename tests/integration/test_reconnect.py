@@ -71,9 +71,14 @@ async def test_a_dropped_connection_is_replaced_and_told_the_conversation(tmp_pa
         (new,) = emu.open_sessions()
         assert new["id"] != old["id"] and line["old_session_id"] == old["id"] and line["new_session_id"] == new["id"]
         assert line["reason"] in ("network", "server_closed") and line["attempts"] >= 1 and line["replayed"] == 1
+
+        def said() -> str:  # the new session's system messages (the replay is on its way as the line is written)
+            (session,) = emu.open_sessions()
+            return " ".join(i["text"] or "" for i in session["items"] if i["role"] == "system")
+
         # the new session holds what was said before (one system message: the summary)
-        said = " ".join(i["text"] or "" for i in new["items"] if i["role"] == "system")
-        assert "User: (audio" in said and "Assistant: This is reply number 1" in said
+        await until(lambda: "User: (audio" in said(), "the replayed summary in the new session", 5)
+        assert "Assistant: This is reply number 1" in said()
         replies_before = len(kinds(tmp_path, "assistant"))
         await until(lambda: len(kinds(tmp_path, "assistant")) > replies_before, "a reply in the new session", 10)
         assert await asyncio.wait_for(task, 15) == 0
