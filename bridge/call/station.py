@@ -36,7 +36,7 @@ from bridge.errors import AudioError, ConfigError
 from bridge.media import DeviceSink, DeviceSource, aec, open_sink, open_source, soundserver
 from bridge.media.aec_engine import INSTALL_HINT, describe_engine
 from bridge.media.base import AudioSink, AudioSource
-from bridge.media.mic import MicRouter, VoiceActivity
+from bridge.media.mic import LoudnessTap, MicRouter
 from bridge.media.playout import PlayoutBuffer
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Station:
         self.sink = sink
         self.playout = playout
         self.mic = MicRouter(source)
-        self.activity = VoiceActivity()
+        self.activity = LoudnessTap()
         """When the room was last loud (a tap on the microphone)."""
         self.mic.add_tap(self.activity)
         self._mic_started = asyncio.Event()

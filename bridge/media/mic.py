@@ -126,17 +126,21 @@ class MicRouter:
         await self.source.aclose()
 
 
-class VoiceActivity:
-    """A cheap local "is anyone near the microphone talking": the capture time of the last frame louder than
+class LoudnessTap:
+    """A cheap local "is anyone near the microphone": the capture time of the last frame louder than
     ``threshold_dbfs`` (RMS). A tap on the :class:`MicRouter`; the supervisor moves to a new session only
-    when the room has been quiet for a while, so no utterance is split between two sessions."""
+    when the room has been quiet for a while, so no utterance is split between two sessions. (The kiosk's
+    speech detector is :class:`bridge.kiosk.vad.VoiceActivity`; this only measures level.)"""
 
     def __init__(self, threshold_dbfs: float = -45.0) -> None:
         self.threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
+        self._threshold_sq = self.threshold * self.threshold
         self.last_loud = float("-inf")
 
     def __call__(self, pcm: np.ndarray, captured: float) -> None:
-        if float(np.sqrt(np.mean(np.square(pcm, dtype=np.float32)))) > self.threshold:
+        # every frame, in the capture thread: one dot product (sum of squares), no mean/sqrt temporaries
+        x = pcm.reshape(-1).astype(np.float32)
+        if x.size and float(np.dot(x, x)) > self._threshold_sq * x.size:
             self.last_loud = captured
 
     def quiet_for(self, now: float) -> float:

@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 from bridge.errors import AudioError
 from bridge.media.base import AudioSource
 from bridge.media.clock import VirtualClock
-from bridge.media.mic import MicRouter, routed
+from bridge.media.mic import LoudnessTap, MicRouter, routed
 from bridge.media.paced import PacedSource
 from bridge.media.track import MicTrack
 from bridge.media.uplink import Uplink
@@ -270,3 +270,22 @@ async def test_router_hops_to_the_loop_for_an_uplink_that_is_not_thread_safe_and
         assert values == sorted(values) and len(set(values)) == len(values)  # in order, none twice
     finally:
         await router.aclose()
+
+
+def test_the_loudness_tap_notes_frames_above_its_level_only() -> None:
+    tap = LoudnessTap(threshold_dbfs=-45.0)
+    assert tap.quiet_for(5.0) == float("inf")
+    t = np.arange(960) / 48_000
+
+    def at_db(db: float) -> np.ndarray:  # a sine whose RMS is ``db`` dBFS (its peak is RMS * sqrt 2)
+        return (32767 * 10 ** (db / 20) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+
+    tap(at_db(-50.0), 1.0)  # below the level
+    tap(np.zeros(960, dtype=np.int16), 1.5)
+    assert tap.quiet_for(2.0) == float("inf")
+    tap(at_db(-40.0), 2.0)
+    assert tap.quiet_for(2.75) == pytest.approx(0.75)
+    tap(at_db(-50.0), 3.0)
+    assert tap.last_loud == 2.0
+    tap(np.zeros(0, dtype=np.int16), 4.0)  # an empty frame is quiet, not an error
+    assert tap.last_loud == 2.0
