@@ -15,9 +15,11 @@ if [ "$#" -gt 0 ] && [[ "$1" != -* ]]; then
   python3 -m pytest "$@"  # a chosen part (paths first): as asked
   exit
 fi
-# Everything, in two phases: the unit and conformance tests need no real time and share both cores
-# (pytest-xdist); the integration and browser tests play audio and time networks in real time, one at a time.
+# Everything, in two phases: first what can share the machine, on two pytest-xdist workers (unit and
+# conformance tests, and the integration tests that time nothing finer than seconds); then, one at a time,
+# the tests marked serial (tests/conftest.py): the shared PulseAudio devices, Chromium, the lab's
+# namespaces, and the ones that check timing to tens of milliseconds.
 status=0
-python3 -m pytest -n 2 tests/unit tests/conformance "$@" || status=$?
-python3 -m pytest tests/integration tests/e2e "$@" || status=$?
+python3 -m pytest -n 2 -m "not serial" tests/unit tests/conformance tests/integration tests/e2e "$@" || status=$?
+python3 -m pytest -m serial tests/integration tests/e2e "$@" || status=$?
 exit "$status"

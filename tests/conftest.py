@@ -20,6 +20,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-state-")
 
 
+_ALONE = ("pulseaudio", "browser", "netns")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # what must run alone is "serial" (scripts/test.sh runs those one at a time, the rest on two workers):
+    # the PulseAudio devices are one shared room, Chromium and the lab's namespaces load both cores
+    for item in items:
+        if any(item.get_closest_marker(name) for name in _ALONE):
+            item.add_marker(pytest.mark.serial)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         _skipped.append(report.nodeid)

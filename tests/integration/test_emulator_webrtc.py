@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from emulator_client import LOUD, Client, connected_client
 
 from bridge.emulator.testing import RunningEmulator, running_emulator
+
+pytestmark = pytest.mark.serial  # it measures a round trip: alone, not beside other tests
 
 
 def _hangup_url(emu: RunningEmulator, client: Client) -> str:

@@ -18,6 +18,9 @@ from bridge.rtc.loopback import loopback_candidates
 from tests.audio import read_wav, sound_spans, write_wav
 from tests.helpers import run_config
 
+# reply timing and truncation gaps are checked to tens of ms: alone
+pytestmark = pytest.mark.serial
+
 THINK_MS = 100
 SILENCE_MS = 500  # bridge's session config: server VAD silence_duration_ms
 

@@ -20,6 +20,8 @@ from bridge.emulator.testing import running_emulator
 from tests.audio import read_wav, sound_spans, sounding_seconds, write_wav
 from tests.helpers import run_config
 
+pytestmark = pytest.mark.serial  # what was played is checked to within 20 ms: alone, not beside other tests
+
 BLOCK_S = 0.010  # the sink's block
 FADE_S = 0.005
 WINDOW_S = 0.005  # sound_spans resolution
