@@ -92,13 +92,14 @@ def rows(page: Page) -> list[tuple[str, str]]:
 
 
 def say(page: Page, text: str, replies_before: int) -> None:
-    """Type a turn; wait for its reply (one more assistant row than before)."""
+    """Type a turn; wait for its whole reply (one more assistant row than before, its item completed: a
+    row shows the transcript as it streams, so text alone may be half a sentence)."""
     page.fill("#text", text)
     page.press("#text", "Enter")
     transcript_turn(page, "user", text)
     done = page.locator("#transcript li.turn-assistant")
     expect(done).to_have_count(replies_before + 1, timeout=STEP_TIMEOUT_MS)
-    expect(done.last).not_to_have_text(re.compile(r"…$"), timeout=STEP_TIMEOUT_MS)
+    expect(done.last.locator(".meta")).to_have_text(re.compile(r"completed$"), timeout=STEP_TIMEOUT_MS)
 
 
 def detect(page: Page, fault: dict[str, Any]) -> float:
