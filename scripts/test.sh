@@ -17,8 +17,8 @@ if [ "$#" -gt 0 ] && [[ "$1" != -* ]]; then
 fi
 # Everything, in two phases: first what can share the machine, on two pytest-xdist workers (unit and
 # conformance tests, and the integration tests that time nothing finer than seconds); then, one at a time,
-# the tests marked serial (tests/conftest.py): the shared PulseAudio devices, Chromium, the lab's
-# namespaces, and the ones that check timing to tens of milliseconds.
+# the tests marked serial (tests/conftest.py): the shared PulseAudio devices, Chromium, and the ones that
+# check timing to tens of milliseconds or measure the lab's network profiles.
 status=0
 python3 -m pytest -n 2 -m "not serial" tests/unit tests/conformance tests/integration tests/e2e "$@" || status=$?
 python3 -m pytest -m serial tests/integration tests/e2e "$@" || status=$?

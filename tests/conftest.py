@@ -20,12 +20,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="bridge-test-state-")
 
 
-_ALONE = ("pulseaudio", "browser", "netns")
+_ALONE = ("pulseaudio", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # what must run alone is "serial" (scripts/test.sh runs those one at a time, the rest on two workers):
-    # the PulseAudio devices are one shared room, Chromium and the lab's namespaces load both cores
+    # the PulseAudio devices are one shared room, Chromium loads both cores (the lab's namespaces are per
+    # process: a lab test that measures finely says serial itself)
     for item in items:
         if any(item.get_closest_marker(name) for name in _ALONE):
             item.add_marker(pytest.mark.serial)

@@ -15,7 +15,13 @@ from bridge.bench.netem import Topology, cleanup_stale, netns_unavailable_reason
 from bridge.bench.profiles import PROFILES, Profile
 
 REASON = netns_unavailable_reason()
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(90), pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+# rates, delays and loss are measured against the profile: alone
+pytestmark = [
+    pytest.mark.serial,
+    pytest.mark.netns,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+]
 
 
 def _namespaces() -> list[str]:
