@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.agents import AgentSet
 from bridge.call.bargein import BargeInMode
 from bridge.call.record import CallRecord
 from bridge.call.reply_audio import ReplyAudio
 from bridge.call.runtime import FunctionCallHandler, Runtime
 from bridge.cli import build_parser
 from bridge.config import RunConfig
+from bridge.emulator.testing import RunningEmulator
 from bridge.link.base import Transport
 from bridge.link.scripted import ScriptedLink
 from bridge.media.playout import PlayoutBuffer
@@ -113,3 +115,15 @@ def run_config(tmp: Path, base_url: str, transport: str, duration: float, *flags
     for key, value in kw.items():
         setattr(args, key, value)
     return RunConfig.from_args(args)
+
+
+def active_agents(emu: RunningEmulator, agents: AgentSet) -> list[str]:
+    """The agent whose instructions were in force when each response started (emulator's view)."""
+    by_text = {agents.instructions_for(name): name for name in agents.agents}
+    active, current = [], None
+    for e in emu.server_events():
+        if e["type"] in ("session.created", "session.updated"):
+            current = by_text.get(e["session"].get("instructions"), current)
+        elif e["type"] == "response.created":
+            active.append(current or "?")
+    return active

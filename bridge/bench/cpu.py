@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.bench.pulse_m2e import _cpu_and_rss, _free_port, _stop, _wait_for, _wait_port
+from bridge.bench.pulse_m2e import _cpu_and_rss, _stop, _wait_for, echo_emulator
 from bridge.bench.signals import burst, write_wav
 from bridge.bench.wakeups import FLOOR_SCRIPT
 from bridge.media.base import DEVICE_BLOCK_MS, DEVICE_INPUT_BLOCK_MS
@@ -52,6 +52,7 @@ CONFIGS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "floor": ("PortAudio + PulseAudio alone (bridge's blocks, empty callbacks)", [], {}),
 }
 SETTLE_S = 4.0
+"""Default seconds between the session starting and the measured window (``--settle``)."""
 
 
 def _mic(path: Path, seconds: float) -> Path:
@@ -76,7 +77,13 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def one_run(
-    base: str, env: dict[str, str], args: list[str], extra_env: dict[str, str], seconds: float, tmp: Path
+    base: str,
+    env: dict[str, str],
+    args: list[str],
+    extra_env: dict[str, str],
+    seconds: float,
+    tmp: Path,
+    settle: float = SETTLE_S,
 ) -> tuple[float, dict[str, float]]:
     """CPU % of one core of a ``bridge run`` in a call, and the same per thread name."""
     transcript = tmp / f"t-{time.monotonic_ns()}.jsonl"
@@ -85,7 +92,7 @@ def one_run(
     proc = subprocess.Popen(cmd, env={**env, **extra_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(transcript, '"kind": "session"', 20)
-        time.sleep(SETTLE_S)
+        time.sleep(settle)
         threads0, cpu0, t0 = thread_cpu(proc.pid), _cpu_and_rss(proc.pid)[0], time.monotonic()
         time.sleep(seconds)
         cpu1, threads1 = _cpu_and_rss(proc.pid)[0], thread_cpu(proc.pid)
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=SETTLE_S, help="seconds from the session to the window")
     parser.add_argument("--input", default=None, help="DEV for --input (default: a .wav of tone bursts)")
     parser.add_argument("--output", default="null", help="DEV for --output (default null)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of: " + ", ".join(CONFIGS))
@@ -118,35 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown config(s): {', '.join(unknown)}")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
-    env["OPENAI_API_KEY"] = "sk-bench-cpu"
-    base = f"http://127.0.0.1:{port}/v1"
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "emulate", "--behaviour", "echo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     results: dict[str, list[float]] = {n: [] for n in names}
     threads: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    try:
-        _wait_port(port, 10)
-        with tempfile.TemporaryDirectory() as d:
-            tmp = Path(d)
-            mic = args.input or str(_mic(tmp / "mic.wav", args.seconds + SETTLE_S + 10))
-            devices = ["--input", mic, "--output", args.output, "--duration", str(args.seconds + SETTLE_S + 8)]
-            for _ in range(args.repeats):
-                for name in names:
-                    _label, flags, extra = CONFIGS[name]
-                    if name == "floor":
-                        results[name].append(floor_run(env, args.seconds))
-                    else:
-                        cpu, per_thread = one_run(base, env, [*flags, *devices], extra, args.seconds, tmp)
-                        results[name].append(cpu)
-                        threads[name].append(per_thread)
-    finally:
-        _stop(emulator)
+    with echo_emulator("sk-bench-cpu") as (base, env), tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        mic = args.input or str(_mic(tmp / "mic.wav", args.seconds + args.settle + 10))
+        devices = ["--input", mic, "--output", args.output, "--duration", str(args.seconds + args.settle + 8)]
+        for _ in range(args.repeats):
+            for name in names:
+                _label, flags, extra = CONFIGS[name]
+                if name == "floor":
+                    results[name].append(floor_run(env, args.seconds))
+                else:
+                    cpu, per_thread = one_run(base, env, [*flags, *devices], extra, args.seconds, tmp, args.settle)
+                    results[name].append(cpu)
+                    threads[name].append(per_thread)
     print(f"input {args.input or 'tone bursts (.wav)'}, output {args.output}, {args.seconds:.0f} s x {args.repeats}")
     print("| configuration | bridge CPU % (median) | runs |")
     print("|---|---:|---|")

@@ -224,34 +224,40 @@ def _session(transport: str, base: str, env: dict[str, str], bursts: int, tmp: P
     return loop, cpu_pct, hwm, _uplink(transcript)
 
 
-def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]:
-    """``bursts`` round trips over ``sessions`` separate calls: the pipeline is clock-locked within one
-    call (every burst sees the same frame phases), so phases are sampled by starting new calls."""
+@contextlib.contextmanager
+def echo_emulator(api_key: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """``bridge emulate --behaviour echo`` on a free loopback port, stopped at the end: its API base URL, and
+    an environment for ``bridge run`` against it (``api_key``; none of the caller's OPENAI_/BRIDGE_ settings)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BRIDGE_"))}
-    env["OPENAI_API_KEY"] = "sk-bench-pulse"
-    base = f"http://127.0.0.1:{port}/v1"
+    env["OPENAI_API_KEY"] = api_key
     emulator = subprocess.Popen(
         [sys.executable, "-m", "bridge", "emulate", "--behaviour", "echo", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    rtts: list[float] = []
-    missed, cpus, hwm, uplinks = 0, [], 0, set()
     try:
         _wait_port(port, 10)
-        with tempfile.TemporaryDirectory() as tmp:
-            for k in range(sessions):
-                n = bursts // sessions + (1 if k < bursts % sessions else 0)
-                loop, cpu, rss, uplink = _session(transport, base, env, n, Path(tmp))
-                uplinks.add(uplink)
-                rtts += loop.rtt_ms
-                missed += loop.missed
-                cpus.append(cpu)
-                hwm = max(hwm, rss)
+        yield f"http://127.0.0.1:{port}/v1", env
     finally:
         _stop(emulator)
+
+
+def measure(transport: str, bursts: int, sessions: int = 4) -> dict[str, object]:
+    """``bursts`` round trips over ``sessions`` separate calls: the pipeline is clock-locked within one
+    call (every burst sees the same frame phases), so phases are sampled by starting new calls."""
+    rtts: list[float] = []
+    missed, cpus, hwm, uplinks = 0, [], 0, set()
+    with echo_emulator("sk-bench-pulse") as (base, env), tempfile.TemporaryDirectory() as tmp:
+        for k in range(sessions):
+            n = bursts // sessions + (1 if k < bursts % sessions else 0)
+            loop, cpu, rss, uplink = _session(transport, base, env, n, Path(tmp))
+            uplinks.add(uplink)
+            rtts += loop.rtt_ms
+            missed += loop.missed
+            cpus.append(cpu)
+            hwm = max(hwm, rss)
     return {
         "transport": transport,
         **Loop(rtts, missed).summary(),

@@ -12,10 +12,7 @@ Exit status 0 means every step passed; otherwise the last line says which step f
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,16 +21,15 @@ from browser_flow import (
     API_KEY,
     STEP_TIMEOUT_MS,
     WATCH_STATES,
+    Run,
+    Servers,
     admin,
-    emulator_has_cors,
-    launch_page,
     log_has,
+    run_flow,
     step,
-    stop_servers,
     transcript_turn,
-    wait_port,
 )
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from bridge.agents import load_agents
 
@@ -50,32 +46,14 @@ TURNS = [  # (what the user types, responses done before it, the agent after it,
 ]
 
 
-SERVE_OUT: list[Path] = []  # set by start_servers
-EMU_LOG: list[Path] = []
-
-
-def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
-    SERVE_OUT.append(work / "agents-serve.out")
-    EMU_LOG.append(work / "agents-emulator.jsonl")
-    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPENAI_BASE_URL", None)
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "emulate", "--port", str(EMU_PORT), "--behaviour", f"script:{SCRIPT}",
-         "--think-ms", "100", "--log", str(work / "agents-emulator.jsonl")],
-        stdout=open(work / "agents-emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    wait_port(EMU_PORT, emu, deadline)
-    if not emulator_has_cors(EMU_PORT, SERVE_PORT):
-        raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
-    env["BRIDGE_TRANSCRIPTS_DIR"] = str(work / "transcripts")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v", "--agents", str(AGENTS),
-         "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN],
-        stdout=open(work / "agents-serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    wait_port(SERVE_PORT, serve, deadline)
-    return [emu, serve]
+SERVERS = Servers(
+    "agents-",
+    EMU_PORT,
+    SERVE_PORT,
+    SCRIPT,
+    serve_args=("--agents", str(AGENTS), "--access-token", ACCESS_TOKEN),
+    serve_env={"BRIDGE_TRANSCRIPTS_DIR": "{work}/transcripts"},  # the offer goes to /api/call: no direct calls
+)
 
 
 def responses_done(page: Page, n: int) -> None:
@@ -92,8 +70,8 @@ def handoff_row(page: Page, target: str) -> None:
     expect(row).to_be_attached(timeout=STEP_TIMEOUT_MS)
 
 
-def flow(page: Page, base: str, screenshot: Path) -> tuple[str, str]:
-    page.goto(base)
+def flow(page: Page, servers: Servers, run: Run) -> None:
+    page.goto(servers.base)
     step("agents mode: the page knows the start agent before connecting")
     expect(page.locator("#agent")).to_have_text("Agent: triage")
 
@@ -133,9 +111,9 @@ def flow(page: Page, base: str, screenshot: Path) -> tuple[str, str]:
     step("screenshot")
     page.locator('#log li[data-type="response.function_call_arguments.done"] summary').first.click()
     page.wait_for_timeout(300)
-    page.screenshot(path=str(screenshot))
+    page.screenshot(path=str(run.screenshot))
 
-    old_call_id, call_id = call_id, reconnect_with_the_active_agent(page, call_id)
+    old_call_id, call_id = call_id, reconnect_with_the_active_agent(page, call_id, run.work)
 
     step("disconnect hangs the call up through the server")
     page.click("#close-drawer")
@@ -143,10 +121,15 @@ def flow(page: Page, base: str, screenshot: Path) -> tuple[str, str]:
         page.click("#disconnect")
     assert hung.value.status == 200, hung.value.status
     expect(page.locator("#state")).to_have_attribute("data-state", "closed", timeout=STEP_TIMEOUT_MS)
-    return old_call_id, call_id
+    deadline = time.monotonic() + 10
+    while "hung up" not in (run.work / "agents-serve.out").read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    check_server_transcript(run.work, old_call_id, call_id)
 
 
-def reconnect_with_the_active_agent(page: Page, call_id: str) -> str:
+def reconnect_with_the_active_agent(page: Page, call_id: str, work: Path) -> str:
     """Drop the call (emulator admin API): the page posts a new offer naming the old call; the server starts
     the new call with the agent that was active (empathetic), not the start agent (triage)."""
     step("drop: the page reconnects through /api/call with X-Resume-Call, the agents follow")
@@ -168,11 +151,11 @@ def reconnect_with_the_active_agent(page: Page, call_id: str) -> str:
     system = [i["text"] for i in session["items"] if i["role"] == "system"]
     assert len(system) == 1 and "User: 한 70 정도요." in system[0], system
     assert "Note: handoff to empathetic" in system[0], system
-    served = SERVE_OUT[0].read_text(errors="replace")
+    served = (work / "agents-serve.out").read_text(errors="replace")
     assert f"call {new_id} for" in served and f"(start empathetic, resuming {call_id})" in served, served[-3000:]
     created = [
         json.loads(line)["event"]
-        for line in EMU_LOG[0].read_text(encoding="utf-8").splitlines()
+        for line in (work / "agents-emulator.jsonl").read_text(encoding="utf-8").splitlines()
         if f'"{session["id"]}"' in line and '"session.created"' in line
     ]
     want = load_agents(AGENTS).instructions_for("empathetic")
@@ -196,37 +179,5 @@ def check_server_transcript(work: Path, call_id: str, last_call_id: str) -> None
     assert API_KEY not in served
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--wav", required=True, type=Path, help="fake-mic file (silence: the turns are typed)")
-    parser.add_argument("--screenshot", required=True, type=Path)
-    args = parser.parse_args()
-    procs = start_servers(args.work)
-    page_errors: list[str] = []
-    try:
-        with sync_playwright() as pw:
-            page = launch_page(pw, args.work / "agents-profile", args.wav, page_errors)
-            try:
-                call_id, last_call_id = flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
-            finally:
-                events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
-                print("events seen:", " ".join(events), flush=True)
-                page.context.close()
-        deadline = time.monotonic() + 10
-        while "hung up" not in (args.work / "agents-serve.out").read_text(errors="replace"):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        check_server_transcript(args.work, call_id, last_call_id)
-    finally:
-        stop_servers(procs)
-    if page_errors:
-        print("page errors:", page_errors, flush=True)
-        return 1
-    print("agents browser flow: OK", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_flow("agents browser flow", SERVERS, flow))

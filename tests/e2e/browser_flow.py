@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None
     raise SystemExit(f"port {port} never opened")
 
 
-def emulator_has_cors(emu_port: int = EMU_PORT, serve_port: int = SERVE_PORT) -> bool:
+def emulator_has_cors(emu_port: int, serve_port: int) -> bool:
     """Does the emulator answer a browser's CORS preflight for /realtime/calls (as the real API does)?
 
     It must: the page posts its offer straight to the API (BRIDGE_CALLS=direct), as it does in
@@ -70,28 +72,67 @@ def emulator_has_cors(emu_port: int = EMU_PORT, serve_port: int = SERVE_PORT) ->
         return False
 
 
-def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
-    script = work / "script.json"
-    script.write_text(json.dumps(SCRIPT))
+@dataclass(frozen=True)
+class Servers:
+    """How a flow starts ``bridge emulate`` (script behaviour) and ``bridge serve`` against it. Their output
+    goes to ``<prefix>emulator.out`` and ``<prefix>serve.out`` in the work folder (the test prints the tails
+    when a flow fails), the emulator's event log to ``<prefix>emulator.jsonl``."""
+
+    prefix: str
+    emu_port: int
+    serve_port: int
+    script: dict[str, Any] | Path
+    """The emulator's script: a file, or turns written to ``<prefix>script.json``."""
+    emulator_args: tuple[str, ...] = ()
+    serve_args: tuple[str, ...] = ()
+    serve_env: dict[str, str] = field(default_factory=lambda: {"BRIDGE_CALLS": "direct"})
+    """For ``bridge serve``; ``{work}`` in a value is the work folder."""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}/"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A flow's command line (``test_server_browser.py`` passes these)."""
+
+    work: Path
+    wav: Path
+    screenshot: Path
+
+
+Flow = Callable[[Page, Servers, Run], "dict[str, float] | None"]
+
+
+def start_servers(work: Path, servers: Servers) -> list[subprocess.Popen[bytes]]:
+    s = servers
+    script = s.script
+    if not isinstance(script, Path):
+        script = work / f"{s.prefix}script.json"
+        script.write_text(json.dumps(s.script))
     env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_BASE_URL", None)
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "emulate", "--port", str(EMU_PORT), "--behaviour", f"script:{script}",
-         "--think-ms", "100", "--log", str(work / "emulator.jsonl")],
-        stdout=open(work / "emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    wait_port(EMU_PORT, emu, deadline)
-    if not emulator_has_cors():
-        raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
-    env["BRIDGE_CALLS"] = "direct"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v",
-         "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN],
-        stdout=open(work / "serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    wait_port(SERVE_PORT, serve, deadline)
-    return [emu, serve]
+    emulate = [sys.executable, "-m", "bridge", "emulate", "--port", str(s.emu_port), "--behaviour",
+               f"script:{script}", "--think-ms", "100", "--log", str(work / f"{s.prefix}emulator.jsonl"),
+               *s.emulator_args]  # fmt: skip
+    serve = [sys.executable, "-m", "bridge", "serve", "--port", str(s.serve_port), "-v",
+             "--api-base", f"http://127.0.0.1:{s.emu_port}/v1", *s.serve_args]  # fmt: skip
+    out = open(work / f"{s.prefix}emulator.out", "wb")
+    procs = [subprocess.Popen(emulate, stdout=out, stderr=subprocess.STDOUT, env=env)]
+    try:
+        deadline = time.monotonic() + 20
+        wait_port(s.emu_port, procs[0], deadline)
+        if not emulator_has_cors(s.emu_port, s.serve_port):
+            raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
+        env |= {k: v.format(work=work) for k, v in s.serve_env.items()}
+        out = open(work / f"{s.prefix}serve.out", "wb")
+        procs.append(subprocess.Popen(serve, stdout=out, stderr=subprocess.STDOUT, env=env))
+        wait_port(s.serve_port, procs[1], deadline)
+    except BaseException:
+        stop_servers(procs)
+        raise
+    return procs
 
 
 def launch_page(pw: Any, profile: Path, wav: Path, page_errors: list[str]) -> Page:
@@ -156,8 +197,8 @@ def transcript_turn(page: Page, cls: str, text: str) -> None:
     expect(page.locator(f"#transcript li.turn-{cls}", has_text=text).first).to_be_attached(timeout=STEP_TIMEOUT_MS)
 
 
-def flow(page: Page, base: str, screenshot: Path) -> None:
-    page.goto(base)
+def flow(page: Page, servers: Servers, run: Run) -> None:
+    page.goto(servers.base)
     expect(page.locator("#state")).to_have_attribute("data-state", "idle")
     expect(page.locator("#text")).to_be_disabled()
 
@@ -168,7 +209,7 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
     step("narrow screen: no sideways scrolling")
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    page.screenshot(path=str(screenshot.with_name("narrow.png")))
+    page.screenshot(path=str(run.screenshot.with_name("narrow.png")))
     page.set_viewport_size({"width": 1440, "height": 900})
 
     step("refused access token shows the error box")
@@ -229,7 +270,7 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
     page.click("#menu")
     page.locator('#log li[data-type="error"] summary').first.click()
     page.wait_for_timeout(300)
-    page.screenshot(path=str(screenshot))
+    page.screenshot(path=str(run.screenshot))
     page.click("#close-drawer")
     page.click("#dismiss")
 
@@ -251,19 +292,23 @@ def flow(page: Page, base: str, screenshot: Path) -> None:
     expect(page.locator("#state")).to_have_attribute("data-state", "closed", timeout=STEP_TIMEOUT_MS)
 
 
-def main() -> int:
+def run_flow(name: str, servers: Servers, flow: Flow) -> int:
+    """The script's main: start the servers, open Chromium on the page, run ``flow`` (what it measured is
+    printed), print the events the page logged, stop everything. 0 when every step passed and the page
+    raised no error."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--wav", required=True, type=Path)
+    parser.add_argument("--wav", required=True, type=Path, help="the fake microphone's file")
     parser.add_argument("--screenshot", required=True, type=Path)
     args = parser.parse_args()
-    procs = start_servers(args.work)
+    run = Run(args.work, args.wav, args.screenshot)
+    procs = start_servers(run.work, servers)
     page_errors: list[str] = []
     try:
         with sync_playwright() as pw:
-            page = launch_page(pw, args.work / "profile", args.wav, page_errors)
+            page = launch_page(pw, run.work / f"{servers.prefix}profile", run.wav, page_errors)
             try:
-                flow(page, f"http://127.0.0.1:{SERVE_PORT}/", args.screenshot)
+                measured = flow(page, servers, run)
             finally:
                 events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
                 print("events seen:", " ".join(events), flush=True)
@@ -273,9 +318,12 @@ def main() -> int:
     if page_errors:
         print("page errors:", page_errors, flush=True)
         return 1
-    print("browser flow: OK", flush=True)
+    if measured:
+        print("measured:", json.dumps(measured), flush=True)
+    print(f"{name}: OK", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    servers = Servers("", EMU_PORT, SERVE_PORT, SCRIPT, serve_args=("--access-token", ACCESS_TOKEN))
+    sys.exit(run_flow("browser flow", servers, flow))

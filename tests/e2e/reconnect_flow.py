@@ -13,29 +13,13 @@ Exit status 0 means every step passed; otherwise the last line says which step f
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import re
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from browser_flow import (
-    API_KEY,
-    STEP_TIMEOUT_MS,
-    WATCH_STATES,
-    admin,
-    emulator_has_cors,
-    launch_page,
-    step,
-    stop_servers,
-    transcript_turn,
-    wait_port,
-)
-from playwright.sync_api import Page, expect, sync_playwright
+from browser_flow import STEP_TIMEOUT_MS, WATCH_STATES, Run, Servers, admin, run_flow, step, transcript_turn
+from playwright.sync_api import Page, expect
 
 EMU_PORT = 8767
 SERVE_PORT = 8082
@@ -45,29 +29,13 @@ DETECT_LIMIT_S = 4.0  # the page's target is 3 s (2.5 s without inbound audio + 
 SCRIPT = {"turns": [{"text": "Noted, thank you.", "seconds": 0.5}, {"text": "Still here.", "seconds": 0.5}]}
 
 
-def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
-    script = work / "reconnect-script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPENAI_BASE_URL", None)
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "emulate", "--port", str(EMU_PORT), "--behaviour", f"script:{script}",
-         "--think-ms", "100"],
-        stdout=open(work / "reconnect-emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    wait_port(EMU_PORT, emu, deadline)
-    if not emulator_has_cors(EMU_PORT, SERVE_PORT):
-        raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
-    env["BRIDGE_CALLS"] = "direct"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v",
-         "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--access-token", ACCESS_TOKEN,
-         "--rate-burst", "50", "--rate-period", "0.1"],
-        stdout=open(work / "reconnect-serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    wait_port(SERVE_PORT, serve, deadline)
-    return [emu, serve]
+SERVERS = Servers(
+    "reconnect-",
+    EMU_PORT,
+    SERVE_PORT,
+    SCRIPT,
+    serve_args=("--access-token", ACCESS_TOKEN, "--rate-burst", "50", "--rate-period", "0.1"),
+)
 
 
 def sessions() -> list[dict[str, Any]]:
@@ -130,9 +98,9 @@ def marker(page: Page, n: int) -> str:
     return text
 
 
-def flow(page: Page, base: str) -> dict[str, float]:
+def flow(page: Page, servers: Servers, run: Run) -> dict[str, float]:
     measured: dict[str, float] = {}
-    page.goto(base)
+    page.goto(servers.base)
     page.evaluate(WATCH_STATES)
     step("connect, one typed turn")
     page.fill("#token", ACCESS_TOKEN)
@@ -191,36 +159,9 @@ def flow(page: Page, base: str) -> dict[str, float]:
     page.wait_for_timeout(1500)  # a retry would come within the backoff's 1 s ceiling at this point
     assert page.locator('#log li[data-type="transport.attempt_failed"]').count() == failed_attempts, "retried a 401"
     assert page.locator("#state").get_attribute("data-state") == "failed"
+    page.screenshot(path=str(run.screenshot))
     return measured
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--wav", required=True, type=Path)
-    parser.add_argument("--screenshot", required=True, type=Path)
-    args = parser.parse_args()
-    procs = start_servers(args.work)
-    page_errors: list[str] = []
-    try:
-        with sync_playwright() as pw:
-            page = launch_page(pw, args.work / "reconnect-profile", args.wav, page_errors)
-            try:
-                measured = flow(page, f"http://127.0.0.1:{SERVE_PORT}/")
-                page.screenshot(path=str(args.screenshot))
-            finally:
-                events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
-                print("events seen:", " ".join(events), flush=True)
-                page.context.close()
-    finally:
-        stop_servers(procs)
-    if page_errors:
-        print("page errors:", page_errors, flush=True)
-        return 1
-    print("measured:", json.dumps(measured), flush=True)
-    print("reconnect flow: OK", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_flow("reconnect flow", SERVERS, flow))

@@ -19,29 +19,15 @@ Exit status 0 means every step passed; otherwise the last line says which step f
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from browser_flow import (
-    API_KEY,
-    STEP_TIMEOUT_MS,
-    WATCH_STATES,
-    admin,
-    emulator_has_cors,
-    launch_page,
-    step,
-    stop_servers,
-    transcript_turn,
-    wait_port,
-)
-from playwright.sync_api import Page, expect, sync_playwright
+from browser_flow import STEP_TIMEOUT_MS, WATCH_STATES, Run, Servers, admin, run_flow, step, transcript_turn
+from playwright.sync_api import Page, expect
 
 EMU_PORT = 8768
 SERVE_PORT = 8083
@@ -50,28 +36,14 @@ TURN = {"seconds": 0.5}
 SCRIPT = {"turns": [{"text": f"Reply number {n}.", **TURN} for n in range(1, 9)]}
 
 
-def start_servers(work: Path) -> list[subprocess.Popen[bytes]]:
-    script = work / "renewal-script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPENAI_BASE_URL", None)
-    emu = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "emulate", "--port", str(EMU_PORT), "--behaviour", f"script:{script}",
-         "--think-ms", "100", "--max-session-s", str(CAP_S)],
-        stdout=open(work / "renewal-emulator.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    wait_port(EMU_PORT, emu, deadline)
-    if not emulator_has_cors(EMU_PORT, SERVE_PORT):
-        raise SystemExit("the emulator does not answer the CORS preflight for /v1/realtime/calls")
-    env["BRIDGE_CALLS"] = "direct"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--port", str(SERVE_PORT), "-v",
-         "--api-base", f"http://127.0.0.1:{EMU_PORT}/v1", "--rate-burst", "50", "--rate-period", "0.1"],
-        stdout=open(work / "renewal-serve.out", "wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    wait_port(SERVE_PORT, serve, deadline)
-    return [emu, serve]
+SERVERS = Servers(
+    "renewal-",
+    EMU_PORT,
+    SERVE_PORT,
+    SCRIPT,
+    emulator_args=("--max-session-s", str(CAP_S)),
+    serve_args=("--rate-burst", "50", "--rate-period", "0.1"),
+)
 
 
 def sessions() -> list[dict[str, Any]]:
@@ -214,36 +186,13 @@ def text_only(page: Page, base: str, work: Path) -> dict[str, float]:
     return measured
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--wav", required=True, type=Path)
-    parser.add_argument("--screenshot", required=True, type=Path)
-    args = parser.parse_args()
-    procs = start_servers(args.work)
-    page_errors: list[str] = []
-    base = f"http://127.0.0.1:{SERVE_PORT}/"
-    try:
-        with sync_playwright() as pw:
-            page = launch_page(pw, args.work / "renewal-profile", args.wav, page_errors)
-            try:
-                page.goto(base)
-                measured = renewal(page)
-                measured |= text_only(page, base, args.work)
-                page.screenshot(path=str(args.screenshot))
-            finally:
-                events = page.locator("#log li").evaluate_all("els => els.map(e => e.dataset.type)")
-                print("events seen:", " ".join(events), flush=True)
-                page.context.close()
-    finally:
-        stop_servers(procs)
-    if page_errors:
-        print("page errors:", page_errors, flush=True)
-        return 1
-    print("measured:", json.dumps(measured), flush=True)
-    print("renewal flow: OK", flush=True)
-    return 0
+def flow(page: Page, servers: Servers, run: Run) -> dict[str, float]:
+    page.goto(servers.base)
+    measured = renewal(page)
+    measured |= text_only(page, servers.base, run.work)
+    page.screenshot(path=str(run.screenshot))
+    return measured
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_flow("renewal flow", SERVERS, flow))

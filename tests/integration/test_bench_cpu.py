@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # plain `pytest` puts tests/ (the conftest's dir), 
 
 
 def test_cpu_bench_measures_each_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cpu.main(["--seconds", "2", "--repeats", "1", "--configs", "webrtc,webrtc-aiortc-rtp"]) == 0
+    assert cpu.main(["--seconds", "2", "--settle", "1", "--repeats", "1", "--configs", "webrtc,webrtc-aiortc-rtp"]) == 0
     out = capsys.readouterr().out
     for label in ("WebRTC", "WebRTC on aiortc's own RTP loops (BRIDGE_FAST_RTP=0)"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {label} |"))
@@ -30,7 +30,7 @@ def test_cpu_bench_on_devices_pairs_each_run_with_the_sound_stacks_floor(
     pulse: Pulse,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = ["--seconds", "2", "--repeats", "2", "--input", "default", "--output", "default"]
+    args = ["--seconds", "2", "--settle", "1", "--repeats", "2", "--input", "default", "--output", "default"]
     assert cpu.main([*args, "--configs", "webrtc,floor", "--threads"]) == 0
     out = capsys.readouterr().out
     floor_row = next(line for line in out.splitlines() if line.startswith("| PortAudio + PulseAudio alone"))

@@ -27,10 +27,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.agents import AgentSet, load_agents
+from bridge.agents import load_agents
 from bridge.emulator.testing import RunningEmulator, running_emulator
 from bridge.rtc.loopback import loopback_candidates
 from tests.fleet import Browser, Replica, metric, start_replicas, until
+from tests.helpers import active_agents
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(240)
@@ -99,18 +100,6 @@ def tool_outputs(emu: RunningEmulator) -> Counter[str]:
         for e in emu.server_events()
         if e["type"] == "conversation.item.done" and e["item"].get("type") == "function_call_output"
     )
-
-
-def active_agents(emu: RunningEmulator, agents: AgentSet) -> list[str]:
-    """The agent whose instructions were in force when each response started (emulator's view)."""
-    by_text = {agents.instructions_for(name): name for name in agents.agents}
-    active, current = [], None
-    for e in emu.server_events():
-        if e["type"] in ("session.created", "session.updated"):
-            current = by_text.get(e["session"].get("instructions"), current)
-        elif e["type"] == "response.created":
-            active.append(current or "?")
-    return active
 
 
 async def say_turn(emu: RunningEmulator, browser: Browser, index: int) -> None:

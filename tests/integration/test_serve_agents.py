@@ -26,13 +26,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from bridge.agents import AgentSet, load_agents
+from bridge.agents import load_agents
 from bridge.emulator.testing import RunningEmulator, running_emulator
 from bridge.errors import ConfigError
 from bridge.rtc.loopback import loopback_candidates
 from bridge.server import ServerSettings, make_app
 from bridge.server.app import CALLS
 from bridge.server.settings import from_args as build_settings
+from tests.helpers import active_agents
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ROOT / "examples" / "agents" / "korean" / "agents.toml"
@@ -115,18 +116,6 @@ class Browser:
 
     async def hangup(self, call_id: str) -> ClientResponse:
         return await self.client.post(f"/api/call/{call_id}/hangup", headers=self.headers)
-
-
-def active_agents(emu: RunningEmulator, agents: AgentSet) -> list[str]:
-    """The agent whose instructions were in force when each response started (emulator's view)."""
-    by_text = {agents.instructions_for(name): name for name in agents.agents}
-    active, current = [], None
-    for e in emu.server_events():
-        if e["type"] in ("session.created", "session.updated"):
-            current = by_text.get(e["session"].get("instructions"), current)
-        elif e["type"] == "response.created":
-            active.append(current or "?")
-    return active
 
 
 def transcript_lines(path: Path) -> list[dict[str, Any]]:
